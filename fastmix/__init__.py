@@ -1,0 +1,15 @@
+"""fastmix: Mixup, CutMix, Cutout and Random Erasing as one fused in-place pass.
+
+- :class:`Mixup` (timm's arguments), :class:`Cutout`, :class:`RandomErasing` — transforms.
+- :mod:`fastmix.v2` — ``MixUp``/``CutMix`` shaped like ``torchvision.transforms.v2``.
+- :mod:`fastmix.functional` — sample a :class:`Plan`, apply it to any tensor, build targets.
+
+CUDA tensors run fused Triton kernels (``fastmix.kernels``); everything else runs the
+pure-PyTorch reference (``fastmix.reference``). See ``fastmix.ops`` for the dispatch rules.
+"""
+from . import functional, v2
+from .plan import CUTMIX, ERASE, MIXUP, NONE, Plan
+from .transforms import Cutout, Mixup, RandomErasing
+
+__version__ = "0.1.0"
+__all__ = ["Mixup", "Cutout", "RandomErasing", "Plan", "functional", "v2", "NONE", "MIXUP", "CUTMIX", "ERASE"]

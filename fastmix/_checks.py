@@ -1,0 +1,113 @@
+"""Argument checks shared by every entry point. All of them run before anything is written."""
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+
+BLEND_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8)
+MASK_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def number(name: str, value, *, low: float = -math.inf, high: float = math.inf, low_open: bool = False,
+           high_open: bool = False) -> float:
+    """A finite real in the given range, or a ValueError/TypeError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: must be finite, got {value}")
+    if value < low or value > high or (low_open and value == low) or (high_open and value == high):
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ValueError(f"{name}: must be in {lo}{low}, {high}{hi}, got {value}")
+    return value
+
+
+def alpha(name: str, value, *, allow_zero: bool) -> float:
+    """A Beta concentration: positive (or zero where zero means "off", as in timm)."""
+    value = number(name, value)
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name}: must be {'non-negative' if allow_zero else 'positive'}, got {value}")
+    return value
+
+
+def probability(name: str, value) -> float:
+    return number(name, value, low=0.0, high=1.0)
+
+
+def pair(name: str, value, *, positive: bool = False) -> tuple[float, float]:
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
+        raise TypeError(f"{name}: expected a (min, max) pair, got {value!r}")
+    lo, hi = (number(f"{name}[{i}]", v) for i, v in enumerate(value))
+    if lo > hi:
+        raise ValueError(f"{name}: min {lo} is larger than max {hi}")
+    if positive and lo <= 0:
+        raise ValueError(f"{name}: values must be positive, got {value!r}")
+    return lo, hi
+
+
+def has_internal_overlap(x: torch.Tensor) -> bool:
+    """True when two indices of ``x`` address the same memory (an ``expand``ed tensor, say)."""
+    dims = sorted(((x.stride(d), x.shape[d]) for d in range(x.dim()) if x.shape[d] > 1))
+    reach = 0  # largest offset reachable with the smaller strides
+    for stride, size in dims:
+        if stride <= reach:
+            return True
+        reach += stride * (size - 1)
+    return False
+
+
+def batch(name: str, x, *, min_dim: int = 2, dims: Optional[Sequence[int]] = None,
+          dtypes: Sequence[torch.dtype] = BLEND_DTYPES, writable: bool = True) -> torch.Tensor:
+    """A batch tensor ``(B, ...)`` of a supported dtype, and (when written to) without self-overlap."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    if dims is not None and x.dim() not in dims:
+        raise ValueError(f"{name}: expected {' or '.join(f'{d}-d' for d in dims)} (batch first), "
+                         f"got shape {tuple(x.shape)}")
+    if x.dim() < min_dim:
+        raise ValueError(f"{name}: expected at least {min_dim} dims (batch first), got shape {tuple(x.shape)}")
+    if x.dtype not in dtypes:
+        raise TypeError(f"{name}: dtype {x.dtype} is not supported; use one of "
+                        f"{', '.join(str(d).replace('torch.', '') for d in dtypes)}")
+    if writable and has_internal_overlap(x):
+        raise ValueError(f"{name}: its memory overlaps itself (an expanded or stride-0 view); "
+                         f"pass x.contiguous() or x.clone()")
+    return x
+
+
+def labels(name: str, y, batch_size: int, num_classes: Optional[int], device: torch.device,
+           validate: bool) -> int:
+    """Class indices ``(B,)`` or soft labels ``(B, K)``; returns the number of classes ``K``."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(y).__name__}")
+    if y.device != device:
+        raise ValueError(f"{name}: on {y.device}, but the batch is on {device}")
+    if y.dim() == 1:
+        if y.dtype.is_floating_point or y.dtype == torch.bool or y.dtype.is_complex:
+            raise TypeError(f"{name}: class indices must be an integer tensor, got {y.dtype}")
+        if y.shape[0] != batch_size:
+            raise ValueError(f"{name}: {y.shape[0]} labels for a batch of {batch_size}")
+        if num_classes is None:
+            raise ValueError(f"num_classes: needed to one-hot class indices of shape {tuple(y.shape)}")
+        num_classes = int(number("num_classes", num_classes, low=1))
+        if validate and y.numel() and bool(((y < 0) | (y >= num_classes)).any()):
+            bad = y[(y < 0) | (y >= num_classes)][0]
+            raise ValueError(f"{name}: class index {int(bad)} is outside [0, {num_classes})")
+        return num_classes
+    if y.dim() == 2:
+        if not y.dtype.is_floating_point:
+            raise TypeError(f"{name}: soft labels (B, K) must be floating point, got {y.dtype}")
+        if y.shape[0] != batch_size:
+            raise ValueError(f"{name}: {y.shape[0]} label rows for a batch of {batch_size}")
+        if num_classes is not None and int(num_classes) != y.shape[1]:
+            raise ValueError(f"num_classes: {num_classes}, but {name} has {y.shape[1]} columns")
+        return int(y.shape[1])
+    raise ValueError(f"{name}: expected class indices (B,) or soft labels (B, K), got shape {tuple(y.shape)}")
+
+
+def default_validate(validate: Optional[bool], device: torch.device) -> bool:
+    """Label ranges are checked by default where that costs no host sync: on CPU tensors."""
+    return device.type == "cpu" if validate is None else bool(validate)

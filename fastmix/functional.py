@@ -1,0 +1,96 @@
+"""Functional API: sample a plan once, apply it to any tensor, build targets from it.
+
+    plan = F.mixup_cutmix_plan(B, (H, W), mixup_alpha=0.8, cutmix_alpha=1.0, mode="elem", device=x.device)
+    x = F.apply(x, plan)                       # in place; out of place + autograd if x requires grad
+    masks = F.apply_masks(masks, plan)         # the same boxes on (B, H, W) segmentation maps
+    target = F.targets(y, plan, num_classes=1000, smoothing=0.1)
+
+Because a plan is only tensors, the same plan can mix hidden activations (manifold mixup),
+several inputs of one sample, or be logged and replayed.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import _checks, ops
+from .plan import (Plan, box_from_lam, box_from_minmax, cutmix_plan, cutout_plan, erasing_plan, flip_partner,
+                   mixup_cutmix_plan, mixup_plan, roll_partner, sample_beta)
+
+__all__ = ["apply", "apply_masks", "targets", "check_plan_fits", "Plan", "mixup_cutmix_plan", "mixup_plan",
+           "cutmix_plan", "cutout_plan", "erasing_plan", "flip_partner", "roll_partner", "sample_beta",
+           "box_from_lam", "box_from_minmax"]
+
+
+def check_plan_fits(name: str, x: torch.Tensor, plan: Plan) -> None:
+    """Raise (before anything is written) when ``plan`` cannot apply to tensor ``x``."""
+    if not isinstance(plan, Plan):
+        raise TypeError(f"plan: expected a fastmix Plan, got {type(plan).__name__}")
+    if x.shape[0] != plan.batch_size:
+        raise ValueError(f"{name}: batch of {x.shape[0]}, but the plan is for {plan.batch_size}")
+    if x.device != plan.device:
+        raise ValueError(f"{name}: on {x.device}, but the plan is on {plan.device}")
+    if plan.size is not None:
+        if x.dim() not in (3, 4, 5):
+            raise ValueError(f"{name}: a plan with boxes needs (B, C, H, W), (B, C, T, H, W) or (B, H, W); "
+                             f"got shape {tuple(x.shape)}")
+        if tuple(x.shape[-2:]) != tuple(plan.size):
+            raise ValueError(f"{name}: spatial size {tuple(x.shape[-2:])}, but the plan's boxes are for "
+                             f"{tuple(plan.size)}")
+    if plan.noise_seed is not None and not x.dtype.is_floating_point:
+        raise TypeError(f"{name}: random-noise erasing draws N(0, 1) values and needs a floating-point "
+                        f"tensor, got {x.dtype}")
+
+
+def apply(x: torch.Tensor, plan: Plan, *, inplace: Optional[bool] = None) -> torch.Tensor:
+    """Apply ``plan`` to ``x`` ``(B, ...)``: images, video, features.
+
+    In place (``x`` is returned) unless ``x`` requires grad while grad mode is on, or
+    ``inplace=False``: then a new tensor in ``x``'s layout, differentiable w.r.t. ``x``.
+    Float32/16, bfloat16 and float64 blend in float32 (float64 in float64); uint8 blends in
+    float32 and rounds half to even (timm's ``np.rint`` on its uint8 path).
+    """
+    needs_grad = isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled()
+    if inplace is None:
+        inplace = not needs_grad
+    _checks.batch("x", x, min_dim=2, writable=inplace)
+    check_plan_fits("x", x, plan)
+    if inplace and needs_grad:
+        raise ValueError("inplace: x requires grad; in-place mixing would hide it from autograd")
+    if inplace:
+        ops.apply_plan_(x, plan)
+        return x
+    return ops.apply_plan(x, plan)
+
+
+def apply_masks(masks: torch.Tensor, plan: Plan, *, ignore_index: int = 255) -> torch.Tensor:
+    """Apply ``plan``'s boxes to integer segmentation maps ``(B, H, W)`` in place (never blended).
+
+    CutMix rows copy the partner's box, Cutout/Erasing rows write ``ignore_index``, Mixup rows
+    are left as they are; applied with the plan used for the images, masks and images match
+    pixel for pixel.
+    """
+    _checks.batch("masks", masks, dims=(3,), dtypes=_checks.MASK_DTYPES)
+    mask_plan = plan.for_masks(ignore_index)
+    check_plan_fits("masks", masks, mask_plan)
+    ops.apply_plan_(masks, mask_plan)
+    return masks
+
+
+def targets(labels: torch.Tensor, plan: Plan, num_classes: Optional[int] = None, smoothing: float = 0.0,
+            *, validate: Optional[bool] = None) -> torch.Tensor:
+    """Mixed soft targets ``(B, num_classes)`` float32 for ``plan``.
+
+    ``labels`` are class indices ``(B,)`` (then ``num_classes`` is required) or soft/multi-hot
+    ``(B, K)``. Smoothing uses timm's values (off = smoothing / K, on = 1 - smoothing + off).
+    ``validate`` (default: on for CPU tensors, off for CUDA, where checking costs a host sync)
+    checks that class indices lie in ``[0, num_classes)``; unchecked, a bad index gives a NaN
+    row, never an out-of-bounds write.
+    """
+    if not isinstance(plan, Plan):
+        raise TypeError(f"plan: expected a fastmix Plan, got {type(plan).__name__}")
+    smoothing = _checks.number("smoothing", smoothing, low=0.0, high=1.0, high_open=True)
+    k = _checks.labels("labels", labels, plan.batch_size, num_classes, plan.device,
+                       _checks.default_validate(validate, plan.device))
+    return torch.ops.fastmix.mix_targets(labels, plan.partner, plan.label_lam, k, smoothing)

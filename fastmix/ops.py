@@ -1,0 +1,183 @@
+"""The operations as ``torch.library`` custom ops, and the one place that picks a backend.
+
+- ``fastmix::blend_``     mutates ``x``: the in-place pass (no autograd; the data-loader case).
+- ``fastmix::blend``      functional, with a registered backward (``fastmix::blend_grad``).
+- ``fastmix::mix_targets`` the soft targets.
+
+A mutating custom op cannot carry an autograd formula, hence the in-place/out-of-place pair.
+Each op has a fake (meta) implementation, so ``torch.compile(fullgraph=True)`` sees one opaque
+op and never traces into a kernel.
+
+Backends: CUDA tensors run the Triton kernels when Triton imports; everything else runs the
+reference. ``FASTMIX_BACKEND=reference`` forces the reference anywhere; ``FASTMIX_BACKEND=triton``
+forces the kernels (on CPU tensors this needs ``TRITON_INTERPRET=1``, which the tests use).
+"""
+from __future__ import annotations
+
+import functools
+import os
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from . import reference
+from .layout import Layout, describe
+from .plan import Plan
+from .reference import PlanTensors
+
+BACKEND_ENV = "FASTMIX_BACKEND"
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels():
+    """The kernel modules, or the ImportError that keeps them away."""
+    try:
+        from .kernels import blend, targets
+    except ImportError as err:  # no triton on this platform
+        return err
+    return blend, targets
+
+
+def triton_available() -> bool:
+    return not isinstance(_kernels(), ImportError)
+
+
+def backend_for(t: Tensor) -> str:
+    """``"triton"`` or ``"reference"`` for a tensor on ``t``'s device (see the module docstring)."""
+    choice = os.environ.get(BACKEND_ENV, "auto").lower()
+    if choice == "reference":
+        return "reference"
+    if choice == "triton":
+        if not triton_available():
+            raise RuntimeError(f"{BACKEND_ENV}=triton but triton does not import: {_kernels()}")
+        if t.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError(f"{BACKEND_ENV}=triton on {t.device.type} tensors needs TRITON_INTERPRET=1")
+        return "triton"
+    if choice != "auto":
+        raise ValueError(f"{BACKEND_ENV}: expected 'auto', 'triton' or 'reference', got {choice!r}")
+    return "triton" if t.device.type == "cuda" and triton_available() else "reference"
+
+
+def _blend_module(t: Tensor):
+    return _kernels()[0] if backend_for(t) == "triton" else reference
+
+
+def _is_dense(x: Tensor) -> bool:
+    return (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+            or x.is_contiguous(memory_format=torch.channels_last_3d))
+
+
+def _tensors(partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, fill, noise_seed) -> PlanTensors:
+    return PlanTensors(partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, fill, noise_seed)
+
+
+def plan_tensors(plan: Plan) -> tuple:
+    """The plan as the op arguments, in schema order."""
+    cyc = plan.cycles
+    return (plan.partner, cyc.walk, cyc.cycle_start, cyc.cycle_box, plan.lam_self, plan.lam_partner, plan.box,
+            plan.fill, plan.noise_seed)
+
+
+# --------------------------------------------------------------------------------------------
+# in place
+# --------------------------------------------------------------------------------------------
+
+@torch.library.custom_op("fastmix::blend_", mutates_args={"x"})
+def blend_(x: Tensor, partner: Tensor, walk: Tensor, cycle_start: Tensor, cycle_box: Tensor, lam_self: Tensor,
+           lam_partner: Tensor, box: Tensor, fill: Optional[Tensor], noise_seed: Optional[Tensor],
+           spatial: bool) -> None:
+    t = _tensors(partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, fill, noise_seed)
+    layout = describe(x, spatial)
+    if layout is None:  # strides with no planes x rows x lanes description: blend a dense copy
+        dense = x.contiguous()
+        _blend_module(x).blend_(dense, describe(dense, spatial), t)
+        x.copy_(dense)
+        return
+    _blend_module(x).blend_(x, layout, t)
+
+
+@blend_.register_fake
+def _(x, partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, fill, noise_seed, spatial):
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# out of place, differentiable
+# --------------------------------------------------------------------------------------------
+
+def _dense_layout(x: Tensor, spatial: bool) -> tuple[Tensor, Layout]:
+    if not _is_dense(x):
+        x = x.contiguous()
+    return x, describe(x, spatial)
+
+
+@torch.library.custom_op("fastmix::blend", mutates_args=())
+def blend(x: Tensor, partner: Tensor, walk: Tensor, cycle_start: Tensor, cycle_box: Tensor, lam_self: Tensor,
+          lam_partner: Tensor, box: Tensor, fill: Optional[Tensor], noise_seed: Optional[Tensor],
+          spatial: bool) -> Tensor:
+    t = _tensors(partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, fill, noise_seed)
+    x, layout = _dense_layout(x, spatial)
+    return _blend_module(x).blend(x, layout, t)
+
+
+@blend.register_fake
+def _(x, partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, fill, noise_seed, spatial):
+    return torch.empty_like(x) if _is_dense(x) else torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+@torch.library.custom_op("fastmix::blend_grad", mutates_args=())
+def blend_grad(grad: Tensor, partner: Tensor, walk: Tensor, cycle_start: Tensor, cycle_box: Tensor,
+               lam_self: Tensor, lam_partner: Tensor, box: Tensor, spatial: bool) -> Tensor:
+    t = _tensors(partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, None, None)
+    grad, layout = _dense_layout(grad, spatial)
+    module = _blend_module(grad)
+    if module is reference:
+        return reference.blend_grad(grad, layout, t)
+    return module.blend_backward(grad, layout, t)
+
+
+@blend_grad.register_fake
+def _(grad, partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, spatial):
+    return torch.empty_like(grad) if _is_dense(grad) else torch.empty_like(grad, memory_format=torch.contiguous_format)
+
+
+def _blend_setup(ctx, inputs, output):
+    ctx.plan_args = inputs[1:8]
+    ctx.spatial = inputs[10]
+
+
+def _blend_backward(ctx, grad):
+    dx = torch.ops.fastmix.blend_grad(grad, *ctx.plan_args, ctx.spatial)
+    return (dx,) + (None,) * 10
+
+
+torch.library.register_autograd("fastmix::blend", _blend_backward, setup_context=_blend_setup)
+
+
+# --------------------------------------------------------------------------------------------
+# soft targets
+# --------------------------------------------------------------------------------------------
+
+@torch.library.custom_op("fastmix::mix_targets", mutates_args=())
+def mix_targets(labels: Tensor, partner: Tensor, label_lam: Tensor, num_classes: int, smoothing: float) -> Tensor:
+    if backend_for(partner) == "triton":
+        return _kernels()[1].mix_targets(labels, partner, label_lam, num_classes, smoothing)
+    return reference.mix_targets(labels, partner, label_lam, num_classes, smoothing)
+
+
+@mix_targets.register_fake
+def _(labels, partner, label_lam, num_classes, smoothing):
+    return partner.new_empty((partner.shape[0], num_classes), dtype=torch.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# plan-level entry points
+# --------------------------------------------------------------------------------------------
+
+def apply_plan_(x: Tensor, plan: Plan) -> None:
+    torch.ops.fastmix.blend_(x, *plan_tensors(plan), plan.size is not None)
+
+
+def apply_plan(x: Tensor, plan: Plan) -> Tensor:
+    return torch.ops.fastmix.blend(x, *plan_tensors(plan), plan.size is not None)

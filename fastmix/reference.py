@@ -1,0 +1,364 @@
+"""The pure-PyTorch application of a plan: the CPU implementation and the kernels' oracle.
+
+It computes exactly what the Triton kernels compute, element by element::
+
+    inside the region of sample i:  out[i] = a_i * x[i] + b_i * x[partner[i]] + (1 - a_i - b_i) * fill_i
+    outside it:                     out[i] = x[i]
+
+(terms with a zero weight are left out, in float32 for 16-bit and uint8 inputs, uint8 rounded
+half to even). It is vectorised over the batch and walks the batch in chunks of rows small
+enough to stay in cache: the partner rows of a chunk are gathered before the chunk is
+written, so any permutation is safe in place, and the only temporaries are a few chunks — never
+a copy of the batch, never a Python loop over samples.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import torch
+
+from .layout import Layout
+
+# Elements per chunk: a chunk and its partner rows (about 2 x 2 MiB in float32) stay in L2/L3.
+CHUNK_ELEMENTS = 1 << 19
+
+
+class PlanTensors(NamedTuple):
+    """The plan as the ops see it: plain tensors, the only thing the two backends share."""
+
+    partner: torch.Tensor       # (B,) int64
+    walk: torch.Tensor          # (B,) int32
+    cycle_start: torch.Tensor   # (B + 1,) int32
+    cycle_box: torch.Tensor     # (B, 4) int32
+    lam_self: torch.Tensor      # (B,) float32
+    lam_partner: torch.Tensor   # (B,) float32
+    box: torch.Tensor           # (B, N, 4) int32
+    fill: Optional[torch.Tensor]        # (B, 1 | C) float32
+    noise_seed: Optional[torch.Tensor]  # (1,) int64
+
+
+def _is_blended(dtype: torch.dtype) -> bool:
+    """Floats and uint8 images are blended; other integer tensors (masks) are only copied or filled."""
+    return dtype.is_floating_point or dtype == torch.uint8
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _view4(x: torch.Tensor, lay: Layout) -> torch.Tensor:
+    return x.as_strided((lay.batch, lay.planes, lay.rows, lay.lanes),
+                        (lay.stride_batch, lay.stride_plane, lay.stride_row, 1), x.storage_offset())
+
+
+def _gather_rows(own: torch.Tensor, partner: torch.Tensor, lay: Layout, scratch: torch.Tensor) -> torch.Tensor:
+    """``own[partner]`` for a ``(B, P, rows, lanes)`` chunk, written into (a prefix of) ``scratch``.
+
+    Whole rows of a dense plane are gathered as one lane run, which lets ``index_select`` copy
+    with ``memcpy`` instead of element by element (4-5x faster on CPU). Reusing one scratch
+    buffer per call avoids fresh pages (and their faults) for every chunk.
+    """
+    out = scratch[:own.numel()]
+    if own.shape[-1] == lay.lanes and lay.stride_row == lay.lanes:
+        merged = own.reshape(own.shape[0], own.shape[1], -1)   # a view: rows are contiguous
+        return torch.index_select(merged, 0, partner, out=out.view(merged.shape)).view(own.shape)
+    return torch.index_select(own, 0, partner, out=out.view(own.shape))
+
+
+class _Facts(NamedTuple):
+    """What the host may know of a plan without a device sync (all of it on CPU, none elsewhere)."""
+
+    extent: tuple[int, int, int, int]   # rows [y0, y1) and lanes [x0, x1) any region touches
+    row_uniform: bool                   # every region is the whole extent or empty
+    has_partner: bool                   # some row draws from its partner
+    lerp: str                           # "partner": a + b == 1 everywhere; "fill": a + c == 1; else ""
+
+
+def _facts(t: PlanTensors, lay: Layout, x: torch.Tensor, full_extent: bool) -> _Facts:
+    whole = (0, lay.rows, 0, lay.lanes)
+    if x.device.type != "cpu":
+        return _Facts(whole, False, True, "")
+    y0, y1, x0, x1 = _clipped_boxes(t.box, lay)
+    live = (y0 < y1) & (x0 < x1)                       # (B, N, 1)
+    row_live = live.any(1)[:, 0]
+    if not bool(row_live.any()):
+        return _Facts(whole if full_extent else (0, 0, 0, 0), True, False, "partner")
+    extent = whole if full_extent else (int(y0[live].min()), int(y1[live].max()), int(x0[live].min()),
+                                        int(x1[live].max()))
+    covers = (y0[:, 0, 0] == extent[0]) & (y1[:, 0, 0] == extent[1]) & (x0[:, 0, 0] == extent[2]) & (
+        x1[:, 0, 0] == extent[3])
+    row_uniform = t.box.shape[1] == 1 and bool((covers | ~row_live).all())
+    a, b = t.lam_self[row_live], t.lam_partner[row_live]
+    has_fill = t.fill is not None or t.noise_seed is not None
+    has_partner = bool(((b != 0) & (t.partner[row_live] != torch.arange(lay.batch)[row_live])).any())
+    if not has_fill or bool((a + b == 1).all()):
+        lerp = "partner"
+    elif not has_partner and bool((b == 0).all()):
+        lerp = "fill"
+    else:
+        lerp = ""
+    return _Facts(extent, row_uniform, has_partner or (lerp == "" and bool((b != 0).any())), lerp)
+
+
+def _clipped_boxes(box: torch.Tensor, lay: Layout):
+    """Boxes clipped to the tensor, in row and lane units: four ``(B, N, 1)`` tensors."""
+    y0 = box[..., 0].clamp(0, lay.rows).long()
+    y1 = box[..., 1].clamp(0, lay.rows).long()
+    x0 = box[..., 2].clamp(0, lay.width).long() * lay.lane_scale
+    x1 = box[..., 3].clamp(0, lay.width).long() * lay.lane_scale
+    return y0[..., None], y1[..., None], x0[..., None], x1[..., None]
+
+
+def _region(boxes, rows: torch.Tensor, lanes: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
+    """``(B, 1, rows, lanes)`` 0/1 of ``dtype``: which elements of a chunk lie in their sample's region."""
+    y0, y1, x0, x1 = boxes
+    row_in = ((rows >= y0) & (rows < y1)).to(dtype)          # (B, N, rows)
+    lane_in = ((lanes >= x0) & (lanes < x1)).to(dtype)       # (B, N, lanes)
+    inside = row_in[..., :, None] * lane_in[..., None, :]   # (B, N, rows, lanes)
+    return (inside[:, :1] if inside.shape[1] == 1 else inside.amax(1, keepdim=True))
+
+
+def _chunks(lay: Layout, extent):
+    """Row ranges (or lane ranges when a sample is one long row) of about CHUNK_ELEMENTS."""
+    y0, y1, x0, x1 = extent
+    if y0 >= y1 or x0 >= x1:
+        return
+    per_row = lay.batch * lay.planes * (x1 - x0)
+    if lay.rows > 1 or per_row <= CHUNK_ELEMENTS:
+        step = max(1, CHUNK_ELEMENTS // max(per_row, 1))
+        for r in range(y0, y1, step):
+            yield r, min(r + step, y1), x0, x1
+    else:
+        step = max(1, CHUNK_ELEMENTS // (lay.batch * lay.planes))
+        for c in range(x0, x1, step):
+            yield y0, y1, c, min(c + step, x1)
+
+
+def _fill(t: PlanTensors, lay: Layout, rows: torch.Tensor, lanes: torch.Tensor, region: torch.Tensor,
+          dtype) -> torch.Tensor:
+    """The fill of each element of a chunk, broadcastable to ``(B, P, rows, lanes)``."""
+    if t.noise_seed is not None:
+        # noise only where it lands: Philox costs ~100 tensor ops per element drawn
+        shape = (lay.batch, lay.planes, rows.numel(), lanes.numel())
+        where = region.expand(shape) != 0
+        out = torch.zeros(shape, dtype=dtype, device=rows.device)
+        counters = noise_counter(lay, rows, lanes).expand(shape)[where]
+        out[where] = normal_from_counter(t.noise_seed.reshape(()), counters).to(dtype)
+        return out
+    fill = t.fill.to(dtype)
+    if fill.shape[1] == 1:
+        return fill[:, :, None, None]
+    if lay.channel_in_lane:
+        return fill[:, lanes % lay.channels][:, None, None, :]
+    channel = torch.arange(lay.planes, device=fill.device) // lay.planes_per_channel
+    return fill[:, channel][:, :, None, None]
+
+
+def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, full_extent: bool) -> None:
+    """Write the blend of ``src`` into ``dst`` chunk by chunk (``dst`` may be ``src``).
+
+    Inside a sample's region ``val = a * own + b * other + c * fill`` (c = 1 - a - b), outside
+    it ``own``. Each chunk's partner rows are gathered before the chunk is written, which makes
+    any permutation safe in place. Where the host can see the plan (CPU tensors) the common
+    cases take one fused pass: ``lerp(own, other, b)`` when ``a + b == 1`` (Mixup, CutMix) and
+    ``lerp(own, fill, c)`` when ``b == 0`` (Cutout, Erasing); ``lerp`` returns its end points
+    exactly, so copies and fills stay bit-exact. Weights are per row when every region covers
+    the chunk, else per element.
+    """
+    facts = _facts(t, lay, src, full_extent)
+    sv, dv = _view4(src, lay), _view4(dst, lay)
+    device = src.device
+    boxes = _clipped_boxes(t.box, lay)
+    blended = _is_blended(src.dtype)
+    cdt = _compute_dtype(src.dtype) if blended else torch.float32
+    shape = (lay.batch, 1, 1, 1)
+    a, b = t.lam_self.view(shape).to(cdt), t.lam_partner.view(shape).to(cdt)
+    c = (1.0 - t.lam_self - t.lam_partner).view(shape).to(cdt)
+    has_fill = t.fill is not None or t.noise_seed is not None
+    if facts.row_uniform:
+        live = ((boxes[0] < boxes[1]) & (boxes[2] < boxes[3])).any(1).view(shape).to(cdt)
+        row_weights = (1.0 + live * (a - 1.0), live * b, live * c)
+    chunks = list(_chunks(lay, facts.extent))
+    largest = max(((r1 - r0) * (l1 - l0) for r0, r1, l0, l1 in chunks), default=0) * lay.batch * lay.planes
+    gathered = src.new_empty(largest if facts.has_partner else 0)
+    staged = torch.empty(largest if blended and src.dtype != cdt else 0, dtype=cdt, device=device)
+    for r0, r1, l0, l1 in chunks:
+        rows = torch.arange(r0, r1, device=device)
+        lanes = torch.arange(l0, l1, device=device)
+        own = sv[:, :, r0:r1, l0:l1]
+        out = dv[:, :, r0:r1, l0:l1]
+        other = _gather_rows(own, t.partner, lay, gathered) if facts.has_partner else None  # before any write
+        if facts.row_uniform:
+            weight_a, weight_b, weight_c = row_weights
+            region = None
+        else:  # per-element weights: only the maps this chunk's formula uses
+            region = _region(boxes, rows, lanes, cdt)
+            weight_b = region * b if (facts.lerp != "fill" and other is not None) else None
+            weight_c = region * c if has_fill else None
+            weight_a = 1.0 + region * (a - 1.0) if (facts.lerp == "" or not blended) else None
+        if not blended:
+            _select(own, out, other, weight_a, weight_b, t)
+            continue
+        if src.dtype == cdt:
+            if dst is not src:
+                out.copy_(own)
+            val = out
+        else:
+            val = staged[:own.numel()].view(own.shape).copy_(own)
+        fill = None
+        if has_fill:
+            if region is None:
+                region = (weight_c != 0).to(cdt).expand(lay.batch, 1, r1 - r0, l1 - l0)
+                weight_c = weight_c.expand_as(region)
+            fill = _fill(t, lay, rows, lanes, region, cdt)
+        if facts.lerp == "partner":
+            if other is not None:
+                val.lerp_(other.to(cdt), weight_b)
+        elif facts.lerp == "fill":
+            val.lerp_(fill.expand_as(val), weight_c)
+        else:
+            val.mul_(weight_a)
+            if other is not None:
+                val.addcmul_(other.to(cdt), weight_b)
+            if fill is not None:
+                val.addcmul_(fill, weight_c)
+        if src.dtype == torch.uint8:
+            val.round_().clamp_(0, 255)
+        if val is not out:
+            out.copy_(val)
+
+
+def _select(own, out, other, weight_a, weight_b, t) -> None:
+    """Integer masks: inside a region copy the partner (b != 0), keep (a != 0) or fill; exact."""
+    take_other = weight_b != 0 if weight_b is not None else torch.zeros((), dtype=torch.bool, device=own.device)
+    keep = weight_a != 0
+    fill = t.fill[:, :1].to(own.dtype).view(-1, 1, 1, 1) if t.fill is not None else own
+    src_other = other if other is not None else own
+    out.copy_(torch.where(take_other, src_other, torch.where(keep, own, fill)))
+
+
+def blend_(x: torch.Tensor, lay: Layout, t: PlanTensors) -> None:
+    """Apply the plan to ``x`` in place. ``x`` is described by ``lay`` (see :mod:`fastmix.layout`)."""
+    if lay.batch == 0 or lay.sample_numel == 0:
+        return
+    _apply(x, x, lay, t, full_extent=False)
+
+
+def blend(x: torch.Tensor, lay: Layout, t: PlanTensors) -> torch.Tensor:
+    """Out-of-place blend: a new tensor (same layout as ``x``); ``x`` is not modified."""
+    out = torch.empty_like(x)
+    if lay.batch == 0 or lay.sample_numel == 0:
+        return out
+    _apply(x, out, lay, t, full_extent=True)
+    return out
+
+
+def blend_grad(grad: torch.Tensor, lay: Layout, t: PlanTensors) -> torch.Tensor:
+    """Gradient of :func:`blend` w.r.t. ``x`` (the transpose: each row gathers from the rows that drew from it).
+
+    ``dx[j] = g[j] * (a_j inside j's region, 1 outside) + sum_{i: partner[i] = j} b_i * g[i] (inside i's region)``.
+    """
+    out = torch.empty_like(grad)
+    if lay.batch == 0 or lay.sample_numel == 0:
+        return out
+    gv, ov = _view4(grad, lay), _view4(out, lay)
+    boxes = _clipped_boxes(t.box, lay)
+    shape = (lay.batch, 1, 1, 1)
+    a, b = t.lam_self.view(shape), t.lam_partner.view(shape)
+    for r0, r1, l0, l1 in _chunks(lay, (0, lay.rows, 0, lay.lanes)):
+        region = _region(boxes, torch.arange(r0, r1, device=grad.device), torch.arange(l0, l1, device=grad.device))
+        g = gv[:, :, r0:r1, l0:l1]
+        own = torch.where(region, torch.where(a != 0, a.to(g.dtype) * g, 0.0), g)
+        sent = torch.where(region & (b != 0), b.to(g.dtype) * g, 0.0)
+        ov[:, :, r0:r1, l0:l1] = own.index_add_(0, t.partner, sent)
+
+
+# --------------------------------------------------------------------------------------------
+# noise: Philox4x32-10 as Triton's tl.randint4x computes it, so both backends draw the same fill
+# --------------------------------------------------------------------------------------------
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _philox(seed: int | torch.Tensor, counter: torch.Tensor, rounds: int = 10):
+    """Philox4x32 with key = seed (lo, hi) and counter = (lo, hi, 0, 0); uint32 values held in int64.
+
+    Products of two uint32 values wrap in int64 to exactly their low 64 bits, which is all the
+    ``mulhi``/``mullo`` pair needs.
+    """
+    seed = torch.as_tensor(seed, dtype=torch.int64, device=counter.device)
+    k0 = seed & _MASK32
+    k1 = (seed >> 32) & _MASK32
+    c0 = counter & _MASK32
+    c1 = (counter >> 32) & _MASK32
+    c2 = torch.zeros_like(c0)
+    c3 = torch.zeros_like(c0)
+    for _ in range(rounds):
+        p0 = 0xD2511F53 * c0
+        p2 = 0xCD9E8D57 * c2
+        c0, c1, c2, c3 = (((p2 >> 32) & _MASK32) ^ c1 ^ k0, p2 & _MASK32,
+                          ((p0 >> 32) & _MASK32) ^ c3 ^ k1, p0 & _MASK32)
+        k0 = (k0 + 0x9E3779B9) & _MASK32
+        k1 = (k1 + 0xBB67AE85) & _MASK32
+    return c0, c1, c2, c3
+
+
+def uniform_from_bits(bits: torch.Tensor) -> torch.Tensor:
+    """Triton's ``uint_to_uniform_float`` for 32 random bits held in int64: a float32 in [0, 1)."""
+    signed = torch.where(bits >= 2**31, bits - 2**32, bits)
+    signed = torch.where(signed < 0, -signed - 1, signed)
+    return signed.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32)
+
+
+def normal_from_counter(seed, counter: torch.Tensor) -> torch.Tensor:
+    """N(0, 1) float32 by Box-Muller from the first two Philox words at ``counter``."""
+    r0, r1, _, _ = _philox(seed, counter)
+    u1 = uniform_from_bits(r0).clamp_min(1.0e-7)
+    u2 = uniform_from_bits(r1)
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(6.283185307179586 * u2)
+
+
+def noise_counter(lay: Layout, rows: torch.Tensor, lanes: torch.Tensor) -> torch.Tensor:
+    """``(B, P, rows, lanes)`` int64 counters: sample * numel + the element's NC(T)HW logical index."""
+    device = rows.device
+    sample = torch.arange(lay.batch, device=device).view(-1, 1, 1, 1) * lay.sample_numel
+    plane = torch.arange(lay.planes, device=device).view(1, -1, 1, 1)
+    r = rows.view(1, 1, -1, 1)
+    lane = lanes.view(1, 1, 1, -1)
+    if lay.channel_in_lane:
+        width = lay.width
+        logical = (((lane % lay.channels) * lay.planes + plane) * lay.rows + r) * width + lane // lay.channels
+    else:
+        logical = (plane * lay.rows + r) * lay.lanes + lane
+    return sample + logical
+
+
+def normal_noise(seed: torch.Tensor, lay: Layout, rows: torch.Tensor, lanes: torch.Tensor) -> torch.Tensor:
+    return normal_from_counter(seed.reshape(()), noise_counter(lay, rows, lanes))
+
+
+# --------------------------------------------------------------------------------------------
+# soft targets
+# --------------------------------------------------------------------------------------------
+
+def mix_targets(labels: torch.Tensor, partner: torch.Tensor, label_lam: torch.Tensor, num_classes: int,
+                smoothing: float) -> torch.Tensor:
+    """``label_lam * s(y) + (1 - label_lam) * s(y[partner])`` as ``(B, K)`` float32.
+
+    ``s`` smooths with timm's values (off = smoothing / K, on = 1 - smoothing + off); soft
+    ``(B, K)`` labels are smoothed as ``y * (1 - smoothing) + off``. A class index outside
+    ``[0, K)`` is never used as an address: its row (and any row drawing from it with a
+    non-zero weight) comes out NaN.
+    """
+    off = smoothing / num_classes
+    if labels.dim() == 1:
+        valid = (labels >= 0) & (labels < num_classes)
+        classes = torch.arange(num_classes, device=labels.device)
+        target = torch.where(labels[:, None] == classes, 1.0 - smoothing + off, off).float()
+        target = torch.where(valid[:, None], target, float("nan"))
+    else:
+        target = labels.float() * (1.0 - smoothing) + off
+    lam = label_lam.float()[:, None]
+    other = 1.0 - lam
+    mixed = lam * target + torch.where(other != 0, other * target.index_select(0, partner), 0.0)
+    return mixed

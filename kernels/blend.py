@@ -1,0 +1,279 @@
+"""The region blend as one Triton kernel: in place, out of place, and its gradient.
+
+    inside the region of sample i:  out[i] = a_i * x[i] + b_i * x[partner[i]] + (1 - a_i - b_i) * fill_i
+    outside it:                     out[i] = x[i]
+
+One program owns one tile (a block of rows × lanes of one plane) of one *cycle* of the partner
+permutation and walks the cycle row by row: it loads the next row of the cycle before it
+stores the current one, and keeps the cycle's first row in registers for the last step. So
+every byte is read once and written once, no row is read after it was overwritten (any
+permutation, in place), and no two programs touch the same byte. In place, only tiles inside
+the cycle's region bounding box exist, and inside them only region pixels are loaded or stored.
+
+The sample layout (planes × rows × unit-stride lanes) is described in ``fastmix/layout.py``.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# fill modes
+NO_FILL, CONST_FILL, NOISE_FILL = 0, 1, 2
+
+
+@triton.jit
+def _region(box_ptr, row, rows, lanes, R, WB, K, NB: tl.constexpr):
+    """Bool [BLOCK_R, BLOCK_L]: which elements lie in the union of row ``row``'s NB boxes."""
+    inside = (rows < 0) & (lanes < 0)
+    for n in tl.static_range(NB):
+        base = box_ptr + row * (NB * 4) + n * 4
+        y0 = tl.minimum(tl.maximum(tl.load(base), 0), R)
+        y1 = tl.minimum(tl.maximum(tl.load(base + 1), 0), R)
+        x0 = tl.minimum(tl.maximum(tl.load(base + 2), 0), WB) * K
+        x1 = tl.minimum(tl.maximum(tl.load(base + 3), 0), WB) * K
+        inside = inside | ((rows >= y0) & (rows < y1) & (lanes >= x0) & (lanes < x1))
+    return inside
+
+
+@triton.jit
+def _gated(mask, weight):
+    """``mask`` where ``weight != 0``, else all false. (Written with where, not ``&``: Triton
+    3.6's interpreter mistypes a broadcast scalar float comparison.)"""
+    return tl.where(weight != 0.0, mask, False)
+
+
+@triton.jit
+def _to_storage(val, dtype: tl.constexpr):
+    """Cast the float32/64 result to the storage dtype, rounding to nearest even.
+
+    bfloat16 is rounded with integer arithmetic: Triton 3.6's interpreter truncates in its
+    float32 -> bfloat16 cast, and one code path for the GPU and the interpreter is the point.
+    """
+    if dtype == tl.bfloat16:
+        bits = val.to(tl.float32).to(tl.uint32, bitcast=True)
+        bits = bits + 0x7FFF + ((bits >> 16) & 1)
+        return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        return val.to(dtype)
+
+
+@triton.jit
+def _round_half_even(v):
+    """Nearest integer, ties to even, exactly (torch.round's rule) for v >= 0."""
+    fl = tl.floor(v)
+    fr = v - fl
+    odd = (fl - 2.0 * tl.floor(fl * 0.5)) != 0.0
+    return fl + tl.where((fr > 0.5) | ((fr == 0.5) & odd), 1.0, 0.0)
+
+
+@triton.jit
+def _normal(seed, counter):
+    """N(0, 1) by Box-Muller from the first two Philox words at ``counter`` (see reference.normal_from_counter)."""
+    r0, r1, _, _ = tl.randint4x(seed, counter)
+    u1 = tl.maximum(tl.random.uint_to_uniform_float(r0), 1.0e-7)
+    u2 = tl.random.uint_to_uniform_float(r1)
+    return tl.sqrt(-2.0 * tl.log(u1)) * tl.cos(6.283185307179586 * u2)
+
+
+@triton.jit
+def _blend_kernel(
+    src_ptr, dst_ptr,                       # dst == src in place
+    walk_ptr, cycle_start_ptr, cycle_box_ptr,
+    lam_self_ptr, lam_partner_ptr, box_ptr,
+    fill_ptr, seed_ptr,
+    B, P, R, L, WB, K, C, PPC,              # batch, planes, rows, lanes, box width, lane scale, channels, planes/channel
+    stride_b, stride_p, stride_r, fill_stride, numel,
+    grid_tiles, grid_cycles,                # launch grid (the interpreter cannot range over num_programs)
+    NB: tl.constexpr,                       # boxes per sample
+    FILL: tl.constexpr,                     # NO_FILL, CONST_FILL or NOISE_FILL
+    WHOLE: tl.constexpr,                    # write every element (out of place, gradient), not only regions
+    TRANSPOSE: tl.constexpr,                # gradient: walk the cycles backwards, gate by the sender's region
+    BLEND: tl.constexpr,                    # False for integer masks: select instead of blend
+    ROUND: tl.constexpr,                    # uint8: round half to even and clamp
+    CH_IN_LANE: tl.constexpr,               # channels_last: channel = lane % C
+    F64: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    pid_tile = tl.program_id(0)
+    cdt = tl.float64 if F64 else tl.float32
+    r_ar = tl.arange(0, BLOCK_R)[:, None]
+    l_ar = tl.arange(0, BLOCK_L)[None, :]
+    for j in range(tl.program_id(1), B, grid_cycles):
+        start = tl.load(cycle_start_ptr + j)
+        length = tl.load(cycle_start_ptr + j + 1) - start
+        if WHOLE:
+            ry0 = 0
+            ry1 = R
+            lx0 = 0
+            lx1 = L
+        else:
+            ry0 = tl.minimum(tl.load(cycle_box_ptr + j * 4), R)
+            ry1 = tl.minimum(tl.load(cycle_box_ptr + j * 4 + 1), R)
+            lx0 = tl.minimum(tl.load(cycle_box_ptr + j * 4 + 2), WB) * K
+            lx1 = tl.minimum(tl.load(cycle_box_ptr + j * 4 + 3), WB) * K
+        n_rb = tl.cdiv(tl.maximum(ry1 - ry0, 0), BLOCK_R)
+        lb0 = lx0 // BLOCK_L
+        n_lb = tl.maximum(tl.cdiv(lx1, BLOCK_L) - lb0, 0)
+        n_tiles = tl.where(length > 0, P * n_rb * n_lb, 0)
+        for t in range(pid_tile, n_tiles, grid_tiles):
+            plane = t // (n_rb * n_lb)
+            rem = t % (n_rb * n_lb)
+            rows = ry0 + (rem // n_lb) * BLOCK_R + r_ar
+            lanes = (lb0 + rem % n_lb) * BLOCK_L + l_ar
+            inside = (rows < ry1) & (lanes >= lx0) & (lanes < lx1)
+            offs = plane.to(tl.int64) * stride_p + rows.to(tl.int64) * stride_r + lanes
+
+            # position m of the cycle -> row; the gradient walks it backwards
+            if TRANSPOSE:
+                row_first = tl.load(walk_ptr + start)
+                row_last = tl.load(walk_ptr + start + (1 % length))
+            else:
+                row_first = tl.load(walk_ptr + start)
+                row_last = tl.load(walk_ptr + start + length - 1)
+            reg_first = _region(box_ptr, row_first, rows, lanes, R, WB, K, NB) & inside
+            a_first = tl.load(lam_self_ptr + row_first)
+            b_first = tl.load(lam_partner_ptr + row_first)
+            if WHOLE:
+                need_first = inside
+            else:
+                reg_last = _region(box_ptr, row_last, rows, lanes, R, WB, K, NB)
+                b_last = tl.load(lam_partner_ptr + row_last)
+                need_first = _gated(reg_first, a_first) | _gated(reg_last, b_last)
+            first = tl.load(src_ptr + row_first.to(tl.int64) * stride_b + offs, mask=need_first & inside)
+
+            cur, row, reg, a, b = first, row_first, reg_first, a_first, b_first
+            for m in range(0, length):
+                wrap = m + 1 == length
+                if TRANSPOSE:
+                    k_next = (length - (m + 1)) % length
+                else:
+                    k_next = (m + 1) % length
+                row_n = tl.load(walk_ptr + start + k_next)
+                reg_n = _region(box_ptr, row_n, rows, lanes, R, WB, K, NB) & inside
+                a_n = tl.load(lam_self_ptr + row_n)
+                b_n = tl.load(lam_partner_ptr + row_n)
+                if WHOLE:
+                    need_n = inside
+                else:
+                    need_n = _gated(reg_n, a_n) | _gated(reg, b)
+                nxt = tl.load(src_ptr + row_n.to(tl.int64) * stride_b + offs, mask=need_n & inside & (m + 1 < length))
+                nxt = tl.where(wrap, first, nxt)
+
+                if TRANSPOSE:
+                    # dx[row] = g[row] * (a inside / 1 outside) + b_n * g[row_n] inside row_n's region
+                    own = cur.to(cdt)
+                    val = tl.where(reg, tl.where(a != 0.0, a.to(cdt) * own, 0.0), own)
+                    val += tl.where(_gated(reg_n, b_n), b_n.to(cdt) * nxt.to(cdt), 0.0)
+                    out = _to_storage(val, dst_ptr.dtype.element_ty)
+                elif BLEND:
+                    val = tl.where(a != 0.0, a.to(cdt) * cur.to(cdt), 0.0)
+                    val += tl.where(b != 0.0, b.to(cdt) * nxt.to(cdt), 0.0)
+                    if FILL != 0:
+                        c = 1.0 - a - b
+                        if FILL == 1:
+                            if CH_IN_LANE:
+                                channel = lanes % C
+                            else:
+                                channel = plane // PPC
+                            fill = tl.load(fill_ptr + row * (C * fill_stride) + channel * fill_stride,
+                                           mask=_gated(reg, c), other=0.0).to(cdt)
+                        else:
+                            if CH_IN_LANE:
+                                logical = (((lanes % C) * P + plane) * R + rows).to(tl.int64) * (L // C) + lanes // C
+                            else:
+                                logical = (plane.to(tl.int64) * R + rows) * L + lanes
+                            fill = _normal(tl.load(seed_ptr), row.to(tl.int64) * numel + logical).to(cdt)
+                        val += tl.where(c != 0.0, c.to(cdt) * fill, 0.0)
+                    if ROUND:
+                        val = tl.minimum(tl.maximum(_round_half_even(val), 0.0), 255.0)
+                    out = tl.where(reg, _to_storage(val, dst_ptr.dtype.element_ty), cur)
+                else:
+                    fill_v = tl.load(fill_ptr + row * (C * fill_stride)).to(dst_ptr.dtype.element_ty)
+                    out = tl.where(_gated(reg, b), nxt, tl.where(tl.where(a == 0.0, reg, False), fill_v, cur))
+                if WHOLE:
+                    keep = inside
+                else:
+                    keep = reg
+                tl.store(dst_ptr + row.to(tl.int64) * stride_b + offs, out, mask=keep)
+                cur, row, reg, a, b = nxt, row_n, reg_n, a_n, b_n
+
+
+# --------------------------------------------------------------------------------------------
+# launchers
+# --------------------------------------------------------------------------------------------
+
+MAX_GRID_Y = 65535
+
+
+def _pow2_floor(n: int) -> int:
+    return 1 << (max(n, 1).bit_length() - 1)
+
+
+def tile_shape(layout, element_size: int) -> tuple[int, int, int]:
+    """(BLOCK_R, BLOCK_L, num_warps): lane blocks divide the row when they can (no ragged
+    128-bit accesses), tiles hold about 16 bytes × 128 threads × 4."""
+    target = max(256, 8192 // element_size)
+    vec = max(1, 16 // element_size)
+    if layout.rows == 1:
+        block_l = min(triton.next_power_of_2(layout.lanes), target)
+        block_r = 1
+    else:
+        block_l = 128
+        while block_l > vec and layout.lanes % block_l:
+            block_l //= 2
+        if layout.lanes % block_l:
+            block_l = min(128, triton.next_power_of_2(layout.lanes))
+        block_r = max(1, min(triton.next_power_of_2(layout.rows), target // block_l))
+        while block_r > 1 and layout.rows % block_r and block_r * block_l > 1024:
+            block_r //= 2
+    num_warps = 4 if block_r * block_l * element_size >= 4096 else (2 if block_r * block_l * element_size >= 1024 else 1)
+    return block_r, block_l, num_warps
+
+
+def _fill_args(t, like):
+    if t.noise_seed is not None:
+        return NOISE_FILL, like, t.noise_seed, 0
+    if t.fill is not None:
+        return CONST_FILL, t.fill, like, 0 if t.fill.shape[1] == 1 else 1
+    return NO_FILL, like, like, 0
+
+
+def _launch(src, dst, layout, t, whole: bool, transpose: bool) -> None:
+    if layout.batch == 0 or layout.sample_numel == 0:
+        return
+    dtype = src.dtype
+    block_r, block_l, num_warps = tile_shape(layout, src.element_size())
+    fill_mode, fill, seed, fill_stride = (NO_FILL, t.lam_self, t.lam_self, 0) if transpose else _fill_args(t, t.lam_self)
+    tiles = layout.planes * triton.cdiv(layout.rows, block_r) * triton.cdiv(layout.lanes, block_l)
+    grid = (tiles, min(layout.batch, MAX_GRID_Y))
+    blended = dtype.is_floating_point or dtype == torch.uint8
+    _blend_kernel[grid](
+        src, dst, t.walk, t.cycle_start, t.cycle_box, t.lam_self, t.lam_partner, t.box, fill, seed,
+        layout.batch, layout.planes, layout.rows, layout.lanes, layout.width, layout.lane_scale,
+        layout.channels, layout.planes_per_channel,
+        layout.stride_batch, layout.stride_plane, layout.stride_row, fill_stride, layout.sample_numel,
+        grid[0], grid[1],
+        NB=t.box.shape[1], FILL=fill_mode, WHOLE=whole, TRANSPOSE=transpose, BLEND=blended,
+        ROUND=dtype == torch.uint8, CH_IN_LANE=layout.channel_in_lane, F64=dtype == torch.float64,
+        BLOCK_R=block_r, BLOCK_L=block_l, num_warps=num_warps,
+    )
+
+
+def blend_(x, layout, t) -> None:
+    """Apply plan tensors ``t`` to ``x`` in place, touching only region pixels (one launch)."""
+    _launch(x, x, layout, t, whole=False, transpose=False)
+
+
+def blend(x, layout, t):
+    """Out of place: a new tensor with ``x``'s layout, every element written (one launch)."""
+    out = torch.empty_like(x)
+    _launch(x, out, layout, t, whole=True, transpose=False)
+    return out
+
+
+def blend_backward(grad, layout, t):
+    """Gradient of :func:`blend` w.r.t. ``x``: the transposed blend, out of place (one launch)."""
+    out = torch.empty_like(grad)
+    _launch(grad, out, layout, t, whole=True, transpose=True)
+    return out
