@@ -68,15 +68,15 @@ def main(argv=None) -> int:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto")
     demo.add_argument("--bench-batch", type=int, default=64, help="batch size of the timed step")
-    kernels = sub.add_parser("kernels", help="compile every kernel for sm_80/sm_90 (no GPU needed) and print "
-                                             "registers, local memory and access widths")
-    kernels.add_argument("--arch", type=int, nargs="*", default=[80, 90])
-    kernels.add_argument("--json", help="also write the table as JSON to this file")
-    args = parser.parse_args(argv)
+    sub.add_parser("kernels", add_help=False, help="compile every kernel for sm_80/sm_90 (no GPU needed) and "
+                                                   "print registers, local memory and access widths")
+    args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
+        if rest:
+            parser.error(f"unrecognised arguments: {' '.join(rest)}")
         return _demo(args)
     from .kernels import aot
-    return aot.main(arches=args.arch, json_path=args.json)
+    return aot.main(rest)
 
 
 if __name__ == "__main__":

@@ -300,8 +300,19 @@ def _full_box(n: int, device) -> torch.Tensor:
     return torch.tensor([0, FULL, 0, FULL], dtype=torch.int32, device=device).expand(n, 4)
 
 
+def _exact_complement(lam: torch.Tensor) -> torch.Tensor:
+    """λ on the 2**-24 grid, where both λ and 1 - λ are exact float32 values.
+
+    Then ``lam_self + lam_partner == 1`` holds exactly (even in float64), so a Mixup row is a
+    true convex combination in every backend and precision; the grid is far finer than any
+    statistical use of λ can tell.
+    """
+    return torch.round(lam.float().clamp(0.0, 1.0) * 2.0**24) / 2.0**24
+
+
 def _assemble(partner, pairing, use_cutmix, lam, box, label_lam, size) -> Plan:
     """Rows with ``lam == 1`` (or that pair with themselves) do nothing; the rest mix or cut."""
+    lam = _exact_complement(lam)
     n = partner.shape[0]
     device = partner.device
     idx = torch.arange(n, device=device)
@@ -313,6 +324,7 @@ def _assemble(partner, pairing, use_cutmix, lam, box, label_lam, size) -> Plan:
     one = torch.ones_like(lam)
     lam_self = torch.where(mix, lam, torch.where(cut, torch.zeros_like(lam), one))
     kind = torch.where(mix, MIXUP, torch.where(cut, CUTMIX, NONE)).to(torch.int8)
+    label_lam = torch.where(mix, lam, label_lam)   # a Mixup row's label weight is its exact pixel weight
     return Plan(partner=partner, lam_self=lam_self, lam_partner=1.0 - lam_self, box=region[:, None, :],
                 label_lam=torch.where(active, label_lam, one), kind=kind, size=size, pairing=pairing)
 
@@ -414,7 +426,7 @@ def _erase_plan(box: torch.Tensor, size, fill, noise_seed) -> Plan:
 
 def _fill_tensor(value, n: int, device) -> torch.Tensor:
     fill = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(1, -1)
-    return fill.expand(n, fill.shape[1])
+    return fill.expand(n, fill.shape[1]).contiguous()
 
 
 def cutout_plan(batch_size: int, size: tuple[int, int], *, n_holes: int = 1, length: int = 16,

@@ -91,9 +91,9 @@ def _facts(t: PlanTensors, lay: Layout, x: torch.Tensor, full_extent: bool) -> _
     a, b = t.lam_self[row_live], t.lam_partner[row_live]
     has_fill = t.fill is not None or t.noise_seed is not None
     has_partner = bool(((b != 0) & (t.partner[row_live] != torch.arange(lay.batch)[row_live])).any())
-    if not has_fill or bool((a + b == 1).all()):
+    if bool((a.double() + b.double() == 1).all()):
         lerp = "partner"
-    elif not has_partner and bool((b == 0).all()):
+    elif has_fill and bool((b == 0).all()):
         lerp = "fill"
     else:
         lerp = ""
@@ -265,12 +265,14 @@ def blend_grad(grad: torch.Tensor, lay: Layout, t: PlanTensors) -> torch.Tensor:
     boxes = _clipped_boxes(t.box, lay)
     shape = (lay.batch, 1, 1, 1)
     a, b = t.lam_self.view(shape), t.lam_partner.view(shape)
+    a, b = a.to(grad.dtype), b.to(grad.dtype)
     for r0, r1, l0, l1 in _chunks(lay, (0, lay.rows, 0, lay.lanes)):
-        region = _region(boxes, torch.arange(r0, r1, device=grad.device), torch.arange(l0, l1, device=grad.device))
+        region = _region(boxes, torch.arange(r0, r1, device=grad.device), torch.arange(l0, l1, device=grad.device),
+                         grad.dtype)
         g = gv[:, :, r0:r1, l0:l1]
-        own = torch.where(region, torch.where(a != 0, a.to(g.dtype) * g, 0.0), g)
-        sent = torch.where(region & (b != 0), b.to(g.dtype) * g, 0.0)
-        ov[:, :, r0:r1, l0:l1] = own.index_add_(0, t.partner, sent)
+        own = g * (1.0 + region * (a - 1.0))
+        ov[:, :, r0:r1, l0:l1] = own.index_add_(0, t.partner, g * (region * b))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,12 +312,28 @@ def uniform_from_bits(bits: torch.Tensor) -> torch.Tensor:
     return signed.to(torch.float32) * torch.tensor(4.6566127342e-10, dtype=torch.float32)
 
 
+_COS_COEFFS = (-1.1470745597729725e-11, 2.08767569878681e-09, -2.755731922398589e-07, 2.48015873015873e-05,
+               -0.001388888888888889, 0.041666666666666664, -0.5, 1.0)
+
+
+def cos_2pi(u: torch.Tensor) -> torch.Tensor:
+    """cos(2*pi*u) for float32 u in [0, 1), by the kernel's polynomial (kernels/blend.py: _cos_2pi)."""
+    r = (u - torch.floor(u + 0.5)).abs()
+    flip = r > 0.25
+    x = 6.283185307179586 * torch.where(flip, 0.5 - r, r)
+    x2 = x * x
+    p = torch.full_like(x2, _COS_COEFFS[0])
+    for coeff in _COS_COEFFS[1:]:
+        p = p * x2 + coeff
+    return torch.where(flip, -p, p)
+
+
 def normal_from_counter(seed, counter: torch.Tensor) -> torch.Tensor:
     """N(0, 1) float32 by Box-Muller from the first two Philox words at ``counter``."""
     r0, r1, _, _ = _philox(seed, counter)
     u1 = uniform_from_bits(r0).clamp_min(1.0e-7)
     u2 = uniform_from_bits(r1)
-    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(6.283185307179586 * u2)
+    return torch.sqrt(-2.0 * torch.log(u1)) * cos_2pi(u2)
 
 
 def noise_counter(lay: Layout, rows: torch.Tensor, lanes: torch.Tensor) -> torch.Tensor:

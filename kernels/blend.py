@@ -23,17 +23,32 @@ NO_FILL, CONST_FILL, NOISE_FILL = 0, 1, 2
 
 
 @triton.jit
-def _region(box_ptr, row, rows, lanes, R, WB, K, NB: tl.constexpr):
-    """Bool [BLOCK_R, BLOCK_L]: which elements lie in the union of row ``row``'s NB boxes."""
-    inside = (rows < 0) & (lanes < 0)
+def _region(box_ptr, row, rows, lanes, R, WB, K, NB: tl.constexpr, VEC: tl.constexpr):
+    """Which elements of the tile lie in the union of ``row``'s NB boxes, as two masks.
+
+    ``whole`` is the region; ``body`` is its part whose lane bounds are rounded inwards to
+    multiples of VEC. ``body`` is constant over aligned runs of VEC lanes, which is what lets
+    Triton issue 128-bit accesses for it; the ragged edges (``whole & ~body``, fewer than VEC
+    lanes per box row) go element by element.
+    """
+    whole = (rows < 0) & (lanes < 0)
+    body = whole
     for n in tl.static_range(NB):
         base = box_ptr + row * (NB * 4) + n * 4
         y0 = tl.minimum(tl.maximum(tl.load(base), 0), R)
         y1 = tl.minimum(tl.maximum(tl.load(base + 1), 0), R)
         x0 = tl.minimum(tl.maximum(tl.load(base + 2), 0), WB) * K
         x1 = tl.minimum(tl.maximum(tl.load(base + 3), 0), WB) * K
-        inside = inside | ((rows >= y0) & (rows < y1) & (lanes >= x0) & (lanes < x1))
-    return inside
+        in_rows = (rows >= y0) & (rows < y1)
+        whole = whole | (in_rows & (lanes >= x0) & (lanes < x1))
+        body = body | (in_rows & (lanes >= tl.cdiv(x0, VEC) * VEC) & (lanes < (x1 // VEC) * VEC))
+    return whole, body
+
+
+@triton.jit
+def _load_split(ptr, body, edge):
+    """Load where ``body | edge`` (disjoint): ``body`` vectorises, ``edge`` goes element-wise."""
+    return tl.where(body, tl.load(ptr, mask=body), tl.load(ptr, mask=edge))
 
 
 @triton.jit
@@ -68,12 +83,34 @@ def _round_half_even(v):
 
 
 @triton.jit
+def _cos_2pi(u):
+    """cos(2*pi*u) for u in [0, 1) by a Taylor polynomial on [0, pi/2] (error < 1e-10).
+
+    tl.cos would call libdevice's cosf, whose large-argument reduction keeps a 28-byte array in
+    local memory; this argument is never large. Same coefficients as reference.cos_2pi.
+    """
+    r = tl.abs(u - tl.floor(u + 0.5))            # [0, 0.5]: cos is even and 1-periodic in u
+    flip = r > 0.25
+    x = 6.283185307179586 * tl.where(flip, 0.5 - r, r)   # [0, pi/2]; cos(pi - x) = -cos(x)
+    x2 = x * x
+    p = -1.1470745597729725e-11
+    p = p * x2 + 2.08767569878681e-09
+    p = p * x2 - 2.755731922398589e-07
+    p = p * x2 + 2.48015873015873e-05
+    p = p * x2 - 0.001388888888888889
+    p = p * x2 + 0.041666666666666664
+    p = p * x2 - 0.5
+    p = p * x2 + 1.0
+    return tl.where(flip, -p, p)
+
+
+@triton.jit
 def _normal(seed, counter):
     """N(0, 1) by Box-Muller from the first two Philox words at ``counter`` (see reference.normal_from_counter)."""
     r0, r1, _, _ = tl.randint4x(seed, counter)
     u1 = tl.maximum(tl.random.uint_to_uniform_float(r0), 1.0e-7)
     u2 = tl.random.uint_to_uniform_float(r1)
-    return tl.sqrt(-2.0 * tl.log(u1)) * tl.cos(6.283185307179586 * u2)
+    return tl.sqrt(-2.0 * tl.log(u1)) * _cos_2pi(u2)
 
 
 @triton.jit
@@ -83,7 +120,7 @@ def _blend_kernel(
     lam_self_ptr, lam_partner_ptr, box_ptr,
     fill_ptr, seed_ptr,
     B, P, R, L, WB, K, C, PPC,              # batch, planes, rows, lanes, box width, lane scale, channels, planes/channel
-    stride_b, stride_p, stride_r, fill_stride, numel,
+    stride_b, stride_p, stride_r, fill_stride_b, fill_stride_c, numel,
     grid_tiles, grid_cycles,                # launch grid (the interpreter cannot range over num_programs)
     NB: tl.constexpr,                       # boxes per sample
     FILL: tl.constexpr,                     # NO_FILL, CONST_FILL or NOISE_FILL
@@ -93,10 +130,12 @@ def _blend_kernel(
     ROUND: tl.constexpr,                    # uint8: round half to even and clamp
     CH_IN_LANE: tl.constexpr,               # channels_last: channel = lane % C
     F64: tl.constexpr,
+    VEC: tl.constexpr,                      # elements per 16 bytes
     BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     pid_tile = tl.program_id(0)
     cdt = tl.float64 if F64 else tl.float32
+    out_ty = dst_ptr.dtype.element_ty
     r_ar = tl.arange(0, BLOCK_R)[:, None]
     l_ar = tl.arange(0, BLOCK_L)[None, :]
     for j in range(tl.program_id(1), B, grid_cycles):
@@ -107,7 +146,7 @@ def _blend_kernel(
             ry1 = R
             lx0 = 0
             lx1 = L
-        else:
+        else:  # only the tiles of the cycle's region bounding box exist
             ry0 = tl.minimum(tl.load(cycle_box_ptr + j * 4), R)
             ry1 = tl.minimum(tl.load(cycle_box_ptr + j * 4 + 1), R)
             lx0 = tl.minimum(tl.load(cycle_box_ptr + j * 4 + 2), WB) * K
@@ -121,28 +160,30 @@ def _blend_kernel(
             rem = t % (n_rb * n_lb)
             rows = ry0 + (rem // n_lb) * BLOCK_R + r_ar
             lanes = (lb0 + rem % n_lb) * BLOCK_L + l_ar
-            inside = (rows < ry1) & (lanes >= lx0) & (lanes < lx1)
+            inside = (rows < R) & (lanes < L)    # VEC-constant when L is a multiple of VEC
             offs = plane.to(tl.int64) * stride_p + rows.to(tl.int64) * stride_r + lanes
 
-            # position m of the cycle -> row; the gradient walks it backwards
-            if TRANSPOSE:
-                row_first = tl.load(walk_ptr + start)
+            # the first row of the cycle stays in registers for the last step (its partner)
+            row_first = tl.load(walk_ptr + start)
+            if TRANSPOSE:  # the gradient walks the cycle backwards: w0, w[L-1], ..., w1
                 row_last = tl.load(walk_ptr + start + (1 % length))
             else:
-                row_first = tl.load(walk_ptr + start)
                 row_last = tl.load(walk_ptr + start + length - 1)
-            reg_first = _region(box_ptr, row_first, rows, lanes, R, WB, K, NB) & inside
+            reg_first, body_first = _region(box_ptr, row_first, rows, lanes, R, WB, K, NB, VEC)
             a_first = tl.load(lam_self_ptr + row_first)
             b_first = tl.load(lam_partner_ptr + row_first)
+            ptr_first = src_ptr + row_first.to(tl.int64) * stride_b + offs
             if WHOLE:
-                need_first = inside
+                first = tl.load(ptr_first, mask=inside)
             else:
-                reg_last = _region(box_ptr, row_last, rows, lanes, R, WB, K, NB)
+                # needed as itself (a != 0) or as the partner of the cycle's last row (b != 0)
+                reg_last, body_last = _region(box_ptr, row_last, rows, lanes, R, WB, K, NB, VEC)
                 b_last = tl.load(lam_partner_ptr + row_last)
-                need_first = _gated(reg_first, a_first) | _gated(reg_last, b_last)
-            first = tl.load(src_ptr + row_first.to(tl.int64) * stride_b + offs, mask=need_first & inside)
+                body = _gated(body_first, a_first) | _gated(body_last, b_last)
+                need = _gated(reg_first, a_first) | _gated(reg_last, b_last)
+                first = _load_split(ptr_first, body, need & ~body)
 
-            cur, row, reg, a, b = first, row_first, reg_first, a_first, b_first
+            cur, row, reg, body, a, b = first, row_first, reg_first, body_first, a_first, b_first
             for m in range(0, length):
                 wrap = m + 1 == length
                 if TRANSPOSE:
@@ -150,14 +191,18 @@ def _blend_kernel(
                 else:
                     k_next = (m + 1) % length
                 row_n = tl.load(walk_ptr + start + k_next)
-                reg_n = _region(box_ptr, row_n, rows, lanes, R, WB, K, NB) & inside
+                reg_n, body_n = _region(box_ptr, row_n, rows, lanes, R, WB, K, NB, VEC)
                 a_n = tl.load(lam_self_ptr + row_n)
                 b_n = tl.load(lam_partner_ptr + row_n)
+                ptr_n = src_ptr + row_n.to(tl.int64) * stride_b + offs
+                more = m + 1 < length
                 if WHOLE:
-                    need_n = inside
+                    nxt = tl.load(ptr_n, mask=inside & more)
                 else:
-                    need_n = _gated(reg_n, a_n) | _gated(reg, b)
-                nxt = tl.load(src_ptr + row_n.to(tl.int64) * stride_b + offs, mask=need_n & inside & (m + 1 < length))
+                    # the next row is read once: as itself (a_n != 0) and as this row's partner (b != 0)
+                    body_need = (_gated(body_n, a_n) | _gated(body, b)) & more
+                    need = (_gated(reg_n, a_n) | _gated(reg, b)) & more
+                    nxt = _load_split(ptr_n, body_need, need & ~body_need)
                 nxt = tl.where(wrap, first, nxt)
 
                 if TRANSPOSE:
@@ -165,19 +210,19 @@ def _blend_kernel(
                     own = cur.to(cdt)
                     val = tl.where(reg, tl.where(a != 0.0, a.to(cdt) * own, 0.0), own)
                     val += tl.where(_gated(reg_n, b_n), b_n.to(cdt) * nxt.to(cdt), 0.0)
-                    out = _to_storage(val, dst_ptr.dtype.element_ty)
+                    out = _to_storage(val, out_ty)
                 elif BLEND:
                     val = tl.where(a != 0.0, a.to(cdt) * cur.to(cdt), 0.0)
                     val += tl.where(b != 0.0, b.to(cdt) * nxt.to(cdt), 0.0)
                     if FILL != 0:
                         c = 1.0 - a - b
                         if FILL == 1:
+                            fill_row = fill_ptr + row * fill_stride_b
                             if CH_IN_LANE:
-                                channel = lanes % C
+                                fill = tl.load(fill_row + (lanes % C) * fill_stride_c, mask=_gated(reg, c), other=0.0)
                             else:
-                                channel = plane // PPC
-                            fill = tl.load(fill_ptr + row * (C * fill_stride) + channel * fill_stride,
-                                           mask=_gated(reg, c), other=0.0).to(cdt)
+                                fill = tl.load(fill_row + (plane // PPC) * fill_stride_c)
+                            fill = fill.to(cdt)
                         else:
                             if CH_IN_LANE:
                                 logical = (((lanes % C) * P + plane) * R + rows).to(tl.int64) * (L // C) + lanes // C
@@ -187,16 +232,17 @@ def _blend_kernel(
                         val += tl.where(c != 0.0, c.to(cdt) * fill, 0.0)
                     if ROUND:
                         val = tl.minimum(tl.maximum(_round_half_even(val), 0.0), 255.0)
-                    out = tl.where(reg, _to_storage(val, dst_ptr.dtype.element_ty), cur)
+                    out = tl.where(reg, _to_storage(val, out_ty), cur)
                 else:
-                    fill_v = tl.load(fill_ptr + row * (C * fill_stride)).to(dst_ptr.dtype.element_ty)
+                    fill_v = tl.load(fill_ptr + row * fill_stride_b).to(out_ty)
                     out = tl.where(_gated(reg, b), nxt, tl.where(tl.where(a == 0.0, reg, False), fill_v, cur))
+                ptr_out = dst_ptr + row.to(tl.int64) * stride_b + offs
                 if WHOLE:
-                    keep = inside
+                    tl.store(ptr_out, out, mask=inside)
                 else:
-                    keep = reg
-                tl.store(dst_ptr + row.to(tl.int64) * stride_b + offs, out, mask=keep)
-                cur, row, reg, a, b = nxt, row_n, reg_n, a_n, b_n
+                    tl.store(ptr_out, out, mask=body)
+                    tl.store(ptr_out, out, mask=reg & ~body)
+                cur, row, reg, body, a, b = nxt, row_n, reg_n, body_n, a_n, b_n
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,9 +251,6 @@ def _blend_kernel(
 
 MAX_GRID_Y = 65535
 
-
-def _pow2_floor(n: int) -> int:
-    return 1 << (max(n, 1).bit_length() - 1)
 
 
 def tile_shape(layout, element_size: int) -> tuple[int, int, int]:
@@ -232,11 +275,12 @@ def tile_shape(layout, element_size: int) -> tuple[int, int, int]:
 
 
 def _fill_args(t, like):
+    """(mode, fill tensor, seed tensor, fill row stride, fill channel stride); unused ones point at ``like``."""
     if t.noise_seed is not None:
-        return NOISE_FILL, like, t.noise_seed, 0
+        return NOISE_FILL, like, t.noise_seed, 0, 0
     if t.fill is not None:
-        return CONST_FILL, t.fill, like, 0 if t.fill.shape[1] == 1 else 1
-    return NO_FILL, like, like, 0
+        return CONST_FILL, t.fill, like, t.fill.stride(0), 0 if t.fill.shape[1] == 1 else t.fill.stride(1)
+    return NO_FILL, like, like, 0, 0
 
 
 def _launch(src, dst, layout, t, whole: bool, transpose: bool) -> None:
@@ -244,7 +288,8 @@ def _launch(src, dst, layout, t, whole: bool, transpose: bool) -> None:
         return
     dtype = src.dtype
     block_r, block_l, num_warps = tile_shape(layout, src.element_size())
-    fill_mode, fill, seed, fill_stride = (NO_FILL, t.lam_self, t.lam_self, 0) if transpose else _fill_args(t, t.lam_self)
+    fill_mode, fill, seed, fill_stride_b, fill_stride_c = (
+        (NO_FILL, t.lam_self, t.lam_self, 0, 0) if transpose else _fill_args(t, t.lam_self))
     tiles = layout.planes * triton.cdiv(layout.rows, block_r) * triton.cdiv(layout.lanes, block_l)
     grid = (tiles, min(layout.batch, MAX_GRID_Y))
     blended = dtype.is_floating_point or dtype == torch.uint8
@@ -252,10 +297,11 @@ def _launch(src, dst, layout, t, whole: bool, transpose: bool) -> None:
         src, dst, t.walk, t.cycle_start, t.cycle_box, t.lam_self, t.lam_partner, t.box, fill, seed,
         layout.batch, layout.planes, layout.rows, layout.lanes, layout.width, layout.lane_scale,
         layout.channels, layout.planes_per_channel,
-        layout.stride_batch, layout.stride_plane, layout.stride_row, fill_stride, layout.sample_numel,
+        layout.stride_batch, layout.stride_plane, layout.stride_row, fill_stride_b, fill_stride_c, layout.sample_numel,
         grid[0], grid[1],
         NB=t.box.shape[1], FILL=fill_mode, WHOLE=whole, TRANSPOSE=transpose, BLEND=blended,
         ROUND=dtype == torch.uint8, CH_IN_LANE=layout.channel_in_lane, F64=dtype == torch.float64,
+        VEC=max(1, 16 // src.element_size()),
         BLOCK_R=block_r, BLOCK_L=block_l, num_warps=num_warps,
     )
 

@@ -1,0 +1,203 @@
+"""Compile every kernel ahead of time for real GPUs, with no GPU present, and report what came out.
+
+``python -m fastmix.kernels`` (or ``fastmix kernels``) builds each kernel variant × dtype for
+sm_80 and sm_90 with Triton's own compiler (which ships ptxas), then reads:
+
+- registers and local memory (where spills go) from the cubin (``cuobjdump --dump-resource-usage``,
+  bundled with Triton),
+- the widest global load and store in the PTX (``ld.global.v4.b32`` is 128 bits).
+
+Variants are specialised as Triton's JIT would specialise a launch on an aligned contiguous
+batch (3×224×224, pointers and strides multiples of 16 bytes), which is the path that must
+issue 128-bit accesses.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+DTYPES = {"fp32": 4, "fp16": 2, "bf16": 2, "u8": 1, "fp64": 8, "i64": 8}
+
+# (variant, kernel, dtypes, constexpr overrides)
+BLEND_VARIANTS = [
+    ("blend_inplace", ("fp32", "fp16", "bf16", "u8", "fp64"), dict(WHOLE=False, TRANSPOSE=False, FILL=0)),
+    ("blend_out", ("fp32", "fp16", "bf16", "u8", "fp64"), dict(WHOLE=True, TRANSPOSE=False, FILL=0)),
+    ("blend_grad", ("fp32", "fp16", "bf16", "fp64"), dict(WHOLE=True, TRANSPOSE=True, FILL=0)),
+    ("erase_const", ("fp32", "u8"), dict(WHOLE=False, TRANSPOSE=False, FILL=1)),
+    ("erase_noise", ("fp32",), dict(WHOLE=False, TRANSPOSE=False, FILL=2)),
+    ("mask_select", ("i64",), dict(WHOLE=False, TRANSPOSE=False, FILL=1)),
+]
+TARGET_VARIANTS = [("targets_index", False), ("targets_soft", True)]
+
+
+@dataclass
+class Report:
+    kernel: str
+    arch: int
+    dtype: str
+    registers: Optional[int] = None
+    local_bytes: Optional[int] = None       # local memory + stack: where spills would go
+    widest_load_bits: Optional[int] = None
+    widest_store_bits: Optional[int] = None
+    error: Optional[str] = None
+
+
+def _tool(name: str) -> str:
+    import triton
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
+
+
+def _blend_source(variant: dict, dtype: str):
+    import triton
+    from triton.compiler import ASTSource
+
+    from . import blend
+    from fastmix.layout import Layout
+
+    size = DTYPES[dtype]
+    layout = Layout(256, 3, 224, 224, 3 * 224 * 224, 224 * 224, 224, 1, 3, False, 1)
+    block_r, block_l, num_warps = blend.tile_shape(layout, size)
+    fn = blend._blend_kernel
+    ptr = "*" + dtype
+    sig = {
+        "src_ptr": ptr, "dst_ptr": ptr, "walk_ptr": "*i32", "cycle_start_ptr": "*i32", "cycle_box_ptr": "*i32",
+        "lam_self_ptr": "*fp32", "lam_partner_ptr": "*fp32", "box_ptr": "*i32", "fill_ptr": "*fp32",
+        "seed_ptr": "*i64",
+    }
+    for name in ("B", "P", "R", "L", "WB", "K", "C", "PPC", "stride_b", "stride_p", "stride_r", "fill_stride_b",
+                 "fill_stride_c", "numel", "grid_tiles", "grid_cycles"):
+        sig[name] = "i32"
+    const = dict(NB=1, BLEND=dtype != "i64", ROUND=dtype == "u8", CH_IN_LANE=False, F64=dtype == "fp64",
+                 VEC=max(1, 16 // size), BLOCK_R=block_r, BLOCK_L=block_l)
+    const.update(variant)
+    for name in const:
+        sig[name] = "constexpr"
+    # what the JIT infers for a 16-byte-aligned contiguous 3x224x224 batch
+    aligned = [name for name in sig if name.endswith("_ptr")] + ["L", "WB", "stride_b", "stride_p", "stride_r",
+                                                                  "numel"]
+    attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in aligned}
+    return ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs), num_warps
+
+
+def _targets_source(soft: bool):
+    from triton.compiler import ASTSource
+
+    from . import targets
+
+    fn = targets._targets_kernel
+    sig = {"labels_ptr": "*fp32" if soft else "*i64", "partner_ptr": "*i64", "lam_ptr": "*fp32", "out_ptr": "*fp32",
+           "K": "i32", "label_stride": "i32", "on": "fp32", "off": "fp32", "keep": "fp32",
+           "SOFT": "constexpr", "BLOCK_K": "constexpr"}
+    const = dict(SOFT=soft, BLOCK_K=1024)
+    aligned = ["labels_ptr", "partner_ptr", "lam_ptr", "out_ptr", "K", "label_stride"]
+    attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in aligned}
+    return ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs), 4
+
+
+_ACCESS = re.compile(r"\b(ld|st)\.global(?:\.[a-z0-9_:]+)*?(?:\.v(\d))?\.(b|u|s|f)(\d+)\b")
+
+
+def access_widths(ptx: str) -> dict:
+    """Widest global load and store in the PTX, in bits (``ld.global.v4.b32`` -> 128)."""
+    widths = {"ld": [], "st": []}
+    for match in _ACCESS.finditer(ptx):
+        op, vec, _, bits = match.groups()
+        widths[op].append(int(vec or 1) * int(bits))
+    return {op: max(w, default=0) for op, w in widths.items()}
+
+
+def resource_usage(cubin: bytes) -> dict:
+    """Registers, spills and local memory of the (single) kernel in a cubin, via cuobjdump."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+        f.write(cubin)
+        path = f.name
+    try:
+        text = subprocess.run([_tool("cuobjdump"), "--dump-resource-usage", path], capture_output=True, text=True,
+                              check=True).stdout
+    finally:
+        os.unlink(path)
+    usage = {}
+    for key, pattern in (("registers", r"REG:(\d+)"), ("local_bytes", r"LOCAL:(\d+)"),
+                         ("stack", r"STACK:(\d+)")):
+        found = re.search(pattern, text)
+        usage[key] = int(found.group(1)) if found else None
+    return usage
+
+
+def compile_one(kernel: str, arch: int, dtype: str) -> Report:
+    """Compile one variant for ``sm_{arch}`` and read its resources (runs in a worker process)."""
+    os.environ.pop("TRITON_INTERPRET", None)  # the AST must be a real JITFunction
+    import triton
+    from triton.backends.compiler import GPUTarget
+
+    report = Report(kernel, arch, dtype)
+    try:
+        if kernel.startswith("targets"):
+            src, num_warps = _targets_source(dict(TARGET_VARIANTS)[kernel])
+        else:
+            src, num_warps = _blend_source(dict((v, c) for v, _, c in BLEND_VARIANTS)[kernel], dtype)
+        compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
+        ptx = compiled.asm["ptx"]
+        usage = resource_usage(compiled.asm["cubin"])
+        widths = access_widths(ptx)
+        report.registers = usage["registers"]
+        report.local_bytes = max(usage["local_bytes"] or 0, usage["stack"] or 0)
+        report.widest_load_bits = widths["ld"]
+        report.widest_store_bits = widths["st"]
+    except Exception as err:  # reported in the table, and a test fails on it
+        report.error = f"{type(err).__name__}: {err}"[:300]
+    return report
+
+
+def jobs(arches=(80, 90)) -> list[tuple[str, int, str]]:
+    out = []
+    for arch in arches:
+        for name, dtypes, _ in BLEND_VARIANTS:
+            out += [(name, arch, dt) for dt in dtypes]
+        out += [(name, arch, "fp32") for name, _ in TARGET_VARIANTS]
+    return out
+
+
+def compile_all(arches=(80, 90), workers: Optional[int] = None) -> list[Report]:
+    work = jobs(arches)
+    with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
+        return list(pool.map(compile_one, *zip(*work)))
+
+
+def table(reports: list[Report]) -> str:
+    head = f"{'kernel':14s} {'arch':>5s} {'dtype':>5s} {'regs':>5s} {'local B':>8s} {'ld bits':>8s} {'st bits':>8s}"
+    lines = [head, "-" * len(head)]
+    for r in reports:
+        if r.error:
+            lines.append(f"{r.kernel:14s} {'sm_%d' % r.arch:>5s} {r.dtype:>5s}  ERROR {r.error}")
+            continue
+        lines.append(f"{r.kernel:14s} {'sm_%d' % r.arch:>5s} {r.dtype:>5s} {r.registers:5d} {r.local_bytes:8d} "
+                     f"{r.widest_load_bits:8d} {r.widest_store_bits:8d}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="fastmix kernels", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", type=int, nargs="*", default=[80, 90], help="compute capabilities (80 = sm_80)")
+    parser.add_argument("--json", dest="json_path", help="also write the table as JSON to this file")
+    args = parser.parse_args(argv)
+    reports = compile_all(tuple(args.arch))
+    json_path = args.json_path
+    print(table(reports))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump([asdict(r) for r in reports], f, indent=1)
+    return 1 if any(r.error for r in reports) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
