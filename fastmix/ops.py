@@ -27,6 +27,7 @@ from .plan import Plan
 from .reference import PlanTensors
 
 BACKEND_ENV = "FASTMIX_BACKEND"
+CLOSED_FORM_PAIRINGS = ("flip", "roll", "self")   # the kernels walk these cycles without a table
 
 
 @functools.lru_cache(maxsize=None)
@@ -59,8 +60,17 @@ def backend_for(t: Tensor) -> str:
     return "triton" if t.device.type == "cuda" and triton_available() else "reference"
 
 
-def _blend_module(t: Tensor):
-    return _kernels()[0] if backend_for(t) == "triton" else reference
+def _run(x: Tensor, layout: Layout, t: PlanTensors, pairing: str, what: str, spatial: bool):
+    """Run ``blend_``, ``blend`` or ``blend_grad`` on the backend ``x`` gets.
+
+    A plan without boxes (``spatial`` False) has only whole-sample or empty regions, which the
+    kernels handle without per-pixel region tests.
+    """
+    if backend_for(x) == "triton":
+        kernels = _kernels()[0]
+        fn = kernels.blend_backward if what == "blend_grad" else getattr(kernels, what)
+        return fn(x, layout, t, pairing, whole_rows=not spatial)
+    return getattr(reference, what)(x, layout, t)
 
 
 def _is_dense(x: Tensor) -> bool:
@@ -68,15 +78,22 @@ def _is_dense(x: Tensor) -> bool:
             or x.is_contiguous(memory_format=torch.channels_last_3d))
 
 
-def _tensors(partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, fill, noise_seed) -> PlanTensors:
-    return PlanTensors(partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, fill, noise_seed)
+def _tensors(partner, walk, cycle_start, lam_self, lam_partner, box, fill, noise_seed) -> PlanTensors:
+    return PlanTensors(partner, walk, cycle_start, lam_self, lam_partner, box, fill, noise_seed)
 
 
-def plan_tensors(plan: Plan) -> tuple:
-    """The plan as the op arguments, in schema order."""
-    cyc = plan.cycles
-    return (plan.partner, cyc.walk, cyc.cycle_start, cyc.cycle_box, plan.lam_self, plan.lam_partner, plan.box,
-            plan.fill, plan.noise_seed)
+def plan_tensors(plan: Plan, with_cycles: bool = True) -> tuple:
+    """The plan as the op arguments, in schema order (the pairing, a string, comes last).
+
+    Only the kernels walk cycles, and only a permutation without a closed form (pairing
+    ``"perm"``) needs them as a table; otherwise the table is left empty rather than computed.
+    """
+    if with_cycles and plan.pairing not in CLOSED_FORM_PAIRINGS:
+        cyc = plan.cycles
+        walk, cycle_start = cyc.walk, cyc.cycle_start
+    else:
+        walk = cycle_start = plan.partner.new_empty(0, dtype=torch.int32)
+    return (plan.partner, walk, cycle_start, plan.lam_self, plan.lam_partner, plan.box, plan.fill, plan.noise_seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,21 +101,22 @@ def plan_tensors(plan: Plan) -> tuple:
 # --------------------------------------------------------------------------------------------
 
 @torch.library.custom_op("fastmix::blend_", mutates_args={"x"})
-def blend_(x: Tensor, partner: Tensor, walk: Tensor, cycle_start: Tensor, cycle_box: Tensor, lam_self: Tensor,
-           lam_partner: Tensor, box: Tensor, fill: Optional[Tensor], noise_seed: Optional[Tensor],
-           spatial: bool) -> None:
-    t = _tensors(partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, fill, noise_seed)
+def blend_(x: Tensor, partner: Tensor, walk: Tensor, cycle_start: Tensor, lam_self: Tensor, lam_partner: Tensor,
+           box: Tensor, fill: Optional[Tensor], noise_seed: Optional[Tensor], spatial: bool, pairing: str) -> None:
+    t = _tensors(partner, walk, cycle_start, lam_self, lam_partner, box, fill, noise_seed)
+    if x.numel() == 0:
+        return
     layout = describe(x, spatial)
     if layout is None:  # strides with no planes x rows x lanes description: blend a dense copy
         dense = x.contiguous()
-        _blend_module(x).blend_(dense, describe(dense, spatial), t)
+        _run(dense, describe(dense, spatial), t, pairing, "blend_", spatial)
         x.copy_(dense)
         return
-    _blend_module(x).blend_(x, layout, t)
+    _run(x, layout, t, pairing, "blend_", spatial)
 
 
 @blend_.register_fake
-def _(x, partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, fill, noise_seed, spatial):
+def _(x, partner, walk, cycle_start, lam_self, lam_partner, box, fill, noise_seed, spatial, pairing):
     return None
 
 
@@ -113,42 +131,42 @@ def _dense_layout(x: Tensor, spatial: bool) -> tuple[Tensor, Layout]:
 
 
 @torch.library.custom_op("fastmix::blend", mutates_args=())
-def blend(x: Tensor, partner: Tensor, walk: Tensor, cycle_start: Tensor, cycle_box: Tensor, lam_self: Tensor,
-          lam_partner: Tensor, box: Tensor, fill: Optional[Tensor], noise_seed: Optional[Tensor],
-          spatial: bool) -> Tensor:
-    t = _tensors(partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, fill, noise_seed)
+def blend(x: Tensor, partner: Tensor, walk: Tensor, cycle_start: Tensor, lam_self: Tensor, lam_partner: Tensor,
+          box: Tensor, fill: Optional[Tensor], noise_seed: Optional[Tensor], spatial: bool, pairing: str) -> Tensor:
+    t = _tensors(partner, walk, cycle_start, lam_self, lam_partner, box, fill, noise_seed)
+    if x.numel() == 0:
+        return torch.empty_like(x)
     x, layout = _dense_layout(x, spatial)
-    return _blend_module(x).blend(x, layout, t)
+    return _run(x, layout, t, pairing, "blend", spatial)
 
 
 @blend.register_fake
-def _(x, partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, fill, noise_seed, spatial):
+def _(x, partner, walk, cycle_start, lam_self, lam_partner, box, fill, noise_seed, spatial, pairing):
     return torch.empty_like(x) if _is_dense(x) else torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 @torch.library.custom_op("fastmix::blend_grad", mutates_args=())
-def blend_grad(grad: Tensor, partner: Tensor, walk: Tensor, cycle_start: Tensor, cycle_box: Tensor,
-               lam_self: Tensor, lam_partner: Tensor, box: Tensor, spatial: bool) -> Tensor:
-    t = _tensors(partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, None, None)
+def blend_grad(grad: Tensor, partner: Tensor, walk: Tensor, cycle_start: Tensor, lam_self: Tensor,
+               lam_partner: Tensor, box: Tensor, spatial: bool, pairing: str) -> Tensor:
+    t = _tensors(partner, walk, cycle_start, lam_self, lam_partner, box, None, None)
+    if grad.numel() == 0:
+        return torch.empty_like(grad)
     grad, layout = _dense_layout(grad, spatial)
-    module = _blend_module(grad)
-    if module is reference:
-        return reference.blend_grad(grad, layout, t)
-    return module.blend_backward(grad, layout, t)
+    return _run(grad, layout, t, pairing, "blend_grad", spatial)
 
 
 @blend_grad.register_fake
-def _(grad, partner, walk, cycle_start, cycle_box, lam_self, lam_partner, box, spatial):
+def _(grad, partner, walk, cycle_start, lam_self, lam_partner, box, spatial, pairing):
     return torch.empty_like(grad) if _is_dense(grad) else torch.empty_like(grad, memory_format=torch.contiguous_format)
 
 
 def _blend_setup(ctx, inputs, output):
-    ctx.plan_args = inputs[1:8]
-    ctx.spatial = inputs[10]
+    ctx.plan_args = inputs[1:7]          # partner, walk, cycle_start, lam_self, lam_partner, box
+    ctx.spatial, ctx.pairing = inputs[9], inputs[10]
 
 
 def _blend_backward(ctx, grad):
-    dx = torch.ops.fastmix.blend_grad(grad, *ctx.plan_args, ctx.spatial)
+    dx = torch.ops.fastmix.blend_grad(grad, *ctx.plan_args, ctx.spatial, ctx.pairing)
     return (dx,) + (None,) * 10
 
 
@@ -176,8 +194,10 @@ def _(labels, partner, label_lam, num_classes, smoothing):
 # --------------------------------------------------------------------------------------------
 
 def apply_plan_(x: Tensor, plan: Plan) -> None:
-    torch.ops.fastmix.blend_(x, *plan_tensors(plan), plan.size is not None)
+    torch.ops.fastmix.blend_(x, *plan_tensors(plan, backend_for(x) == "triton"), plan.size is not None,
+                             plan.pairing)
 
 
 def apply_plan(x: Tensor, plan: Plan) -> Tensor:
-    return torch.ops.fastmix.blend(x, *plan_tensors(plan), plan.size is not None)
+    return torch.ops.fastmix.blend(x, *plan_tensors(plan, backend_for(x) == "triton"), plan.size is not None,
+                                   plan.pairing)

@@ -77,7 +77,7 @@ class Plan:
     @functools.cached_property
     def cycles(self) -> "Cycles":
         """The partner permutation as cycles: the order in which an in-place pass must walk."""
-        return cycles_of(self.partner, self.box, self.pairing)
+        return cycles_of(self.partner, self.pairing)
 
     def to(self, device: DeviceLike) -> "Plan":
         move = (lambda t: None if t is None else t.to(device))
@@ -117,13 +117,12 @@ class Cycles:
 
     ``walk[cycle_start[j]:cycle_start[j+1]]`` lists cycle ``j`` in partner order
     (``partner[walk[k]] == walk[k+1]``, wrapping to the cycle's first row); entries of
-    ``cycle_start`` past the last cycle equal ``B``. ``cycle_box`` is the bounding box of the
-    regions of each cycle's rows (empty when ``y0 >= y1``), so a pass visits only those pixels.
+    ``cycle_start`` past the last cycle equal ``B``. The kernels read this table only for
+    pairings without a closed form (``"perm"``).
     """
 
     walk: torch.Tensor         # (B,) int32
     cycle_start: torch.Tensor  # (B + 1,) int32
-    cycle_box: torch.Tensor    # (B, 4) int32
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,31 +139,15 @@ def roll_partner(batch_size: int, device: DeviceLike = None) -> torch.Tensor:
     return (torch.arange(batch_size, device=device) - 1) % max(batch_size, 1)
 
 
-def _region_bbox(box: torch.Tensor) -> torch.Tensor:
-    """Per-sample bounding box ``(B, 4)`` of the union of its boxes; empty regions give ``y0 > y1``."""
-    empty = (box[..., 0] >= box[..., 1]) | (box[..., 2] >= box[..., 3])
-    big = torch.full_like(box[..., 0], FULL)
-    zero = torch.zeros_like(big)
-    y0 = torch.where(empty, big, box[..., 0]).amin(1)
-    y1 = torch.where(empty, zero, box[..., 1]).amax(1)
-    x0 = torch.where(empty, big, box[..., 2]).amin(1)
-    x1 = torch.where(empty, zero, box[..., 3]).amax(1)
-    return torch.stack([y0, y1, x0, x1], 1)
+def _partner(pairing: str, batch_size: int, device) -> torch.Tensor:
+    if pairing == "flip":
+        return flip_partner(batch_size, device)
+    if pairing == "roll":
+        return roll_partner(batch_size, device)
+    raise ValueError(f"pairing: expected 'flip' (timm) or 'roll' (torchvision), got {pairing!r}")
 
 
-def _cycle_boxes(sample_box: torch.Tensor, cycle_id: torch.Tensor) -> torch.Tensor:
-    """Union bounding box of every cycle, indexed by cycle id; empty cycles are all zero."""
-    n = sample_box.shape[0]
-    out = torch.stack([torch.full((n,), FULL, dtype=sample_box.dtype, device=sample_box.device),
-                       torch.zeros(n, dtype=sample_box.dtype, device=sample_box.device)] * 2, 1)
-    index = cycle_id[:, None].expand(n, 4)
-    out[:, 0::2] = out[:, 0::2].scatter_reduce(0, index[:, :2], sample_box[:, 0::2], "amin")
-    out[:, 1::2] = out[:, 1::2].scatter_reduce(0, index[:, :2], sample_box[:, 1::2], "amax")
-    empty = (out[:, 0] >= out[:, 1]) | (out[:, 2] >= out[:, 3])
-    return torch.where(empty[:, None], torch.zeros_like(out), out)
-
-
-def cycles_of(partner: torch.Tensor, box: torch.Tensor, pairing: str = "perm") -> Cycles:
+def cycles_of(partner: torch.Tensor, pairing: str = "perm") -> Cycles:
     """Decompose ``partner`` into cycles on its device, without a host round trip.
 
     Flip, roll and identity pairings have closed forms; any other permutation goes through
@@ -175,24 +158,18 @@ def cycles_of(partner: torch.Tensor, box: torch.Tensor, pairing: str = "perm") -
     device = partner.device
     idx = torch.arange(n, device=device)
     if pairing == "flip":
-        head = torch.minimum(idx, n - 1 - idx)
         walk = torch.where(idx % 2 == 0, idx // 2, n - 1 - idx // 2)
         cycle_start = torch.clamp(torch.arange(n + 1, device=device) * 2, max=n)
-        cycle_id = head
     elif pairing == "roll":
         walk = (-idx) % max(n, 1)
-        cycle_start = torch.full((n + 1,), n, dtype=torch.int64, device=device)
-        cycle_start[0] = 0
-        cycle_id = torch.zeros_like(idx)
+        # no scalar assignment into a device tensor: that is a host-to-device copy (a sync)
+        cycle_start = torch.where(torch.arange(n + 1, device=device) == 0, 0, n)
     elif pairing == "self":
         walk = idx
         cycle_start = torch.arange(n + 1, device=device)
-        cycle_id = idx
     else:
-        walk, cycle_start, cycle_id = _cycles_by_pointer_jumping(partner)
-    sample_box = _region_bbox(box)
-    return Cycles(walk.to(torch.int32), cycle_start.to(torch.int32),
-                  _cycle_boxes(sample_box, cycle_id).to(torch.int32))
+        walk, cycle_start = _cycles_by_pointer_jumping(partner)
+    return Cycles(walk.to(torch.int32), cycle_start.to(torch.int32))
 
 
 def _cycles_by_pointer_jumping(partner: torch.Tensor):
@@ -222,7 +199,7 @@ def _cycles_by_pointer_jumping(partner: torch.Tensor):
     cycle_start = torch.full((n + 2,), n, dtype=torch.int64, device=device)
     slot = torch.where(is_head, cycle_number, torch.full_like(idx, n + 1))
     cycle_start = cycle_start.scatter(0, slot, torch.where(is_head, offset, torch.full_like(idx, n)))[:n + 1]
-    return walk, cycle_start, cycle_number[head]
+    return walk, cycle_start
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,56 +210,83 @@ def _uniform(n: int, device, generator: Generator) -> torch.Tensor:
     return torch.rand(n, device=device, generator=generator)
 
 
-def _uniform_int(high: torch.Tensor, generator: Generator) -> torch.Tensor:
-    """Integers uniform in ``[0, high)`` (``high`` a tensor of per-sample bounds, each >= 1)."""
+def _uniform_int(high, generator: Generator, n: Optional[int] = None, device=None) -> torch.Tensor:
+    """Integers uniform in ``[0, high)``: ``high`` a tensor of per-sample bounds (each >= 1), or an
+    int with ``n`` and ``device`` (then no bound tensor is built)."""
+    if isinstance(high, int):
+        u = torch.rand(n, device=device, generator=generator, dtype=torch.float64)
+        return (u * high).floor().long().clamp_max(high - 1)
     u = torch.rand(high.shape, device=high.device, generator=generator, dtype=torch.float64)
     return torch.minimum((u * high).floor().long(), high.long() - 1)
 
 
-def sample_beta(alpha: float, n: int, device: DeviceLike = None, generator: Generator = None) -> torch.Tensor:
-    """``n`` draws of Beta(alpha, alpha) as float32, from two Gamma draws on the device."""
-    conc = torch.full((2, n), float(alpha), device=device, dtype=torch.float32)
+def sample_beta(alpha: Union[float, Sequence[float]], n: int, device: DeviceLike = None,
+                generator: Generator = None) -> torch.Tensor:
+    """``n`` draws of Beta(alpha, alpha) as float32 (``(len(alpha), n)`` for several alphas at once).
+
+    In log space: Gamma(a) = Gamma(a + 1) * U**(1/a), so log G = log Gamma(a + 1) + log(U) / a
+    never underflows, and λ = sigmoid(log G0 - log G1). (Dividing two float32 Gamma(a) draws
+    returns 0/0 for small a: at a = 0.01 a sixth of them.) Several alphas share every launch.
+    """
+    alphas = [float(alpha)] if isinstance(alpha, (int, float)) else [float(a) for a in alpha]
+    shape = (len(alphas), 2, n)
+    conc = torch.full(shape, alphas[-1] + 1.0, device=device)
+    inv = torch.full((len(alphas), 1, 1), 1.0 / alphas[-1], device=device)
+    for k, a in enumerate(alphas[:-1]):
+        conc[k].fill_(a + 1.0)          # fills, not a host-built tensor (no host-to-device copy)
+        inv[k].fill_(1.0 / a)
     g = torch._standard_gamma(conc, generator=generator)
-    total = g[0] + g[1]
-    # both Gammas underflow to 0 only for tiny alpha; 0.5 is the symmetric answer, never NaN.
-    return torch.where(total > 0, g[0] / total.clamp_min(torch.finfo(torch.float32).tiny), 0.5)
+    u = torch.rand(shape, device=device, generator=generator).clamp_min_(torch.finfo(torch.float32).tiny)
+    log_g = torch.log(g).add_(torch.log(u).mul_(inv))
+    lam = torch.sigmoid(log_g[:, 0] - log_g[:, 1])
+    return lam[0] if isinstance(alpha, (int, float)) else lam
+
+
+def _sizes(size: tuple[int, int], device) -> torch.Tensor:
+    """``[[H], [W]]`` as float64 on the device, by fills (no host-to-device copy)."""
+    out = torch.full((2, 1), float(size[0]), dtype=torch.float64, device=device)
+    out[1].fill_(float(size[1]))
+    return out
 
 
 def box_from_lam(lam: torch.Tensor, size: tuple[int, int], generator: Generator = None,
-                 margin: float = 0.0) -> torch.Tensor:
-    """timm's ``rand_bbox``: side ``sqrt(1 - lam)`` of the image, uniform centre, clipped.
+                 style: str = "timm") -> torch.Tensor:
+    """A CutMix box of side ``sqrt(1 - lam)`` of the image around a uniform centre, clipped.
 
-    Returns ``(n, 4)`` int32 ``[y0, y1, x0, x1]``. torchvision's CutMix draws the same boxes
-    (``int(0.5 * r * W)`` equals ``int(r * W) // 2``).
+    ``style="timm"`` is timm's ``rand_bbox``: side ``cut = int(H * sqrt(1 - lam))``, rows
+    ``[cy - cut // 2, cy + (cut + 1) // 2)``. ``style="torchvision"`` is ``v2.CutMix``: half-side
+    ``int(0.5 * sqrt(1 - lam) * H)``, rows ``[cy - half, cy + half)``. Returns ``(n, 4)`` int32
+    ``[y0, y1, x0, x1]``. Both axes are computed together as ``(2, n)`` tensors.
     """
-    height, width = size
-    ratio = torch.sqrt((1.0 - lam.double()).clamp_min(0.0))
-    cut_h = (height * ratio).floor().long()
-    cut_w = (width * ratio).floor().long()
-    margin_y = (margin * cut_h).floor().long()
-    margin_x = (margin * cut_w).floor().long()
-    cy = margin_y + _uniform_int((height - 2 * margin_y).clamp_min(1), generator)
-    cx = margin_x + _uniform_int((width - 2 * margin_x).clamp_min(1), generator)
-    y0 = (cy - cut_h // 2).clamp(0, height)
-    y1 = (cy + cut_h // 2).clamp(0, height)
-    x0 = (cx - cut_w // 2).clamp(0, width)
-    x1 = (cx + cut_w // 2).clamp(0, width)
-    return torch.stack([y0, y1, x0, x1], 1).to(torch.int32)
+    if style not in ("timm", "torchvision"):
+        raise ValueError(f"style: expected 'timm' or 'torchvision', got {style!r}")
+    sizes = _sizes(size, lam.device)
+    ratio = torch.sqrt((1.0 - lam.double()).clamp_min_(0.0))
+    centre = (torch.rand((2, lam.shape[0]), dtype=torch.float64, device=lam.device, generator=generator)
+              .mul_(sizes).floor_().minimum(sizes - 1))
+    if style == "timm":
+        cut = (ratio * sizes).floor_()
+        low, high = (cut * 0.5).floor_(), ((cut + 1) * 0.5).floor_()
+    else:
+        low = high = (ratio * (sizes * 0.5)).floor_()
+    start = (centre - low).clamp_min_(0).minimum(sizes)
+    end = (centre + high).clamp_min_(0).minimum(sizes)
+    return torch.stack([start[0], end[0], start[1], end[1]], 1).to(torch.int32)
 
 
 def box_from_minmax(n: int, size: tuple[int, int], minmax: Sequence[float], device: DeviceLike = None,
                     generator: Generator = None) -> torch.Tensor:
-    """timm's ``rand_bbox_minmax``: box sides uniform in ``[min, max)`` of the image, fully inside it."""
+    """timm's ``rand_bbox_minmax``: box sides uniform in ``[min, max)`` of the image, fully inside
+    it (top-left corner uniform in ``[0, H - side]``)."""
     height, width = size
     lo_h, hi_h = int(height * minmax[0]), int(height * minmax[1])
     lo_w, hi_w = int(width * minmax[0]), int(width * minmax[1])
     if hi_h <= lo_h or hi_w <= lo_w:
         raise ValueError(f"cutmix_minmax: {tuple(minmax)} leaves no box size to draw on a {height}x{width} image")
-    full = torch.ones(n, dtype=torch.int64, device=device)
-    cut_h = lo_h + _uniform_int(full * (hi_h - lo_h), generator)
-    cut_w = lo_w + _uniform_int(full * (hi_w - lo_w), generator)
-    y0 = _uniform_int((height - cut_h).clamp_min(1), generator)
-    x0 = _uniform_int((width - cut_w).clamp_min(1), generator)
+    cut_h = lo_h + _uniform_int(hi_h - lo_h, generator, n, device)
+    cut_w = lo_w + _uniform_int(hi_w - lo_w, generator, n, device)
+    y0 = _uniform_int(height - cut_h + 1, generator)
+    x0 = _uniform_int(width - cut_w + 1, generator)
     return torch.stack([y0, y0 + cut_h, x0, x0 + cut_w], 1).to(torch.int32)
 
 
@@ -297,7 +301,10 @@ def box_area_fraction(box: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 
 def _full_box(n: int, device) -> torch.Tensor:
-    return torch.tensor([0, FULL, 0, FULL], dtype=torch.int32, device=device).expand(n, 4)
+    # built with fills, not torch.tensor([...], device=...): a host-to-device copy can synchronise
+    box = torch.zeros(n, 4, dtype=torch.int32, device=device)
+    box[:, 1::2] = FULL
+    return box
 
 
 def _exact_complement(lam: torch.Tensor) -> torch.Tensor:
@@ -311,29 +318,39 @@ def _exact_complement(lam: torch.Tensor) -> torch.Tensor:
 
 
 def _assemble(partner, pairing, use_cutmix, lam, box, label_lam, size) -> Plan:
-    """Rows with ``lam == 1`` (or that pair with themselves) do nothing; the rest mix or cut."""
+    """Rows with ``lam == 1`` (or that pair with themselves) do nothing; the rest mix or cut.
+
+    ``use_cutmix`` may be None (no CutMix row) and ``box`` None when there is none.
+    """
     lam = _exact_complement(lam)
     n = partner.shape[0]
     device = partner.device
-    idx = torch.arange(n, device=device)
-    active = (lam < 1.0) & (partner != idx)
-    cut = active & use_cutmix
-    mix = active & ~use_cutmix
-    empty = torch.zeros(n, 4, dtype=torch.int32, device=device)
-    region = torch.where(cut[:, None], box, torch.where(mix[:, None], _full_box(n, device), empty))
-    one = torch.ones_like(lam)
-    lam_self = torch.where(mix, lam, torch.where(cut, torch.zeros_like(lam), one))
-    kind = torch.where(mix, MIXUP, torch.where(cut, CUTMIX, NONE)).to(torch.int8)
-    label_lam = torch.where(mix, lam, label_lam)   # a Mixup row's label weight is its exact pixel weight
+    active = lam < 1.0
+    if pairing not in ("flip", "roll") or n % 2 or n == 1:   # some row may pair with itself
+        active &= partner != torch.arange(n, device=device)
+    if use_cutmix is None:
+        mix = active
+        region = _full_box(n, device).mul_(mix[:, None])
+        kind = mix.to(torch.int8)
+        lam_self = torch.where(mix, lam, 1.0)
+        label = lam_self
+    else:
+        cut = active & use_cutmix
+        mix = active & ~use_cutmix
+        region = torch.where(cut[:, None], box, _full_box(n, device).mul_(mix[:, None]))
+        kind = mix.to(torch.int8) + cut.to(torch.int8) * CUTMIX
+        lam_self = torch.where(mix, lam, (~cut).float())
+        # a Mixup row's label weight is its exact pixel weight; CutMix rows keep theirs
+        label = torch.where(cut, label_lam, lam_self)
     return Plan(partner=partner, lam_self=lam_self, lam_partner=1.0 - lam_self, box=region[:, None, :],
-                label_lam=torch.where(active, label_lam, one), kind=kind, size=size, pairing=pairing)
+                label_lam=label, kind=kind, size=size, pairing=pairing)
 
 
 def mixup_cutmix_plan(batch_size: int, size: Optional[tuple[int, int]], *, mixup_alpha: float = 1.0,
                       cutmix_alpha: float = 0.0, cutmix_minmax: Optional[Sequence[float]] = None,
                       prob: float = 1.0, switch_prob: float = 0.5, mode: str = "batch",
-                      correct_lam: bool = True, pairing: str = "flip", device: DeviceLike = None,
-                      generator: Generator = None) -> Plan:
+                      correct_lam: bool = True, pairing: str = "flip", box_style: str = "timm",
+                      device: DeviceLike = None, generator: Generator = None) -> Plan:
     """Draw a Mixup/CutMix plan with timm's ``Mixup`` semantics, on ``device``.
 
     ``mode`` decides how many independent draws there are: one for the batch (``"batch"``), one
@@ -342,61 +359,72 @@ def mixup_cutmix_plan(batch_size: int, size: Optional[tuple[int, int]], *, mixup
     ``switch_prob``; λ ~ Beta(alpha, alpha); a CutMix box has side ``sqrt(1 - λ)`` (or sides
     from ``cutmix_minmax``) and with ``correct_lam`` (always with minmax) the label weight is
     the exact fraction of pixels kept. ``pairing`` is ``"flip"`` (timm) or ``"roll"``
-    (torchvision). ``size`` is ``(H, W)``; None allows Mixup only.
+    (torchvision), ``box_style`` the box rule of :func:`box_from_lam`. ``size`` is ``(H, W)``;
+    None allows Mixup only. Everything is drawn with a few dozen small tensor ops, none of
+    which reads a value back to the host.
     """
     cutmix_on = cutmix_alpha > 0 or cutmix_minmax is not None
     if cutmix_on and size is None:
         raise ValueError("size: CutMix needs the (H, W) of the images")
+    if not cutmix_on and mixup_alpha <= 0:
+        raise ValueError("mixup_alpha, cutmix_alpha, cutmix_minmax: at least one must enable a mix")
     if cutmix_minmax is not None:
         cutmix_alpha = 1.0  # timm: with minmax, alpha only decides that a mix happens
-    partner = (flip_partner if pairing == "flip" else roll_partner)(batch_size, device)
-    idx = torch.arange(batch_size, device=device)
+    partner = _partner(pairing, batch_size, device)
     if mode == "batch":
-        units, unit_of = 1, torch.zeros_like(idx)
+        units = 1
     elif mode == "pair":
-        units, unit_of = (batch_size + 1) // 2, torch.minimum(idx, batch_size - 1 - idx)
+        units = (batch_size + 1) // 2
     elif mode == "elem":
-        units, unit_of = batch_size, idx
+        units = batch_size
     else:
         raise ValueError(f"mode: expected 'batch', 'pair' or 'elem', got {mode!r}")
+    use_cutmix = None
     if mixup_alpha > 0 and cutmix_on:
+        both = sample_beta((cutmix_alpha, mixup_alpha), units, device, generator)
         use_cutmix = _uniform(units, device, generator) < switch_prob
-        lam = torch.where(use_cutmix, sample_beta(cutmix_alpha, units, device, generator),
-                          sample_beta(mixup_alpha, units, device, generator))
-    elif mixup_alpha > 0:
-        use_cutmix = torch.zeros(units, dtype=torch.bool, device=device)
-        lam = sample_beta(mixup_alpha, units, device, generator)
-    elif cutmix_on:
-        use_cutmix = torch.ones(units, dtype=torch.bool, device=device)
-        lam = sample_beta(cutmix_alpha, units, device, generator)
+        lam = torch.where(use_cutmix, both[0], both[1])
     else:
-        raise ValueError("mixup_alpha, cutmix_alpha, cutmix_minmax: at least one must enable a mix")
-    lam = torch.where(_uniform(units, device, generator) < prob, lam, torch.ones_like(lam))
-    label_lam = lam
+        lam = sample_beta(mixup_alpha if mixup_alpha > 0 else cutmix_alpha, units, device, generator)
+        if cutmix_on:
+            use_cutmix = torch.ones(units, dtype=torch.bool, device=device)
+    if prob < 1.0:
+        lam = torch.where(_uniform(units, device, generator) < prob, lam, 1.0)
+    box = label_lam = None
     if cutmix_on:
         if cutmix_minmax is not None:
             box = box_from_minmax(units, size, cutmix_minmax, device, generator)
         else:
-            box = box_from_lam(lam, size, generator)
-        if correct_lam or cutmix_minmax is not None:
-            label_lam = torch.where(use_cutmix, 1.0 - box_area_fraction(box, size), lam)
-        # a box can be empty (λ close to 1): the row then does nothing, like timm's.
-        lam = torch.where(use_cutmix & (box_area_fraction(box, size) == 0), torch.ones_like(lam), lam)
-    else:
-        box = torch.zeros(units, 4, dtype=torch.int32, device=device)
-    return _assemble(partner, pairing, use_cutmix[unit_of], lam[unit_of], box[unit_of], label_lam[unit_of],
+            box = box_from_lam(lam, size, generator, box_style)
+        kept = 1.0 - box_area_fraction(box, size)
+        label_lam = kept if (correct_lam or cutmix_minmax is not None) else lam
+        # an empty box (λ close to 1) leaves the row alone, and so does its label
+        lam = torch.where(use_cutmix & (kept == 1.0), 1.0, lam)
+    return _assemble(partner, pairing, *_per_row((use_cutmix, lam, box, label_lam), mode, batch_size),
                      size if cutmix_on else None)
+
+
+def _per_row(unit_values, mode: str, batch_size: int):
+    """Per-draw values as per-row values: broadcast one draw, or give pair i's draw to rows i and B-1-i."""
+    out = []
+    for v in unit_values:
+        if v is None or mode == "elem":
+            out.append(v)
+        elif mode == "batch":
+            out.append(v.expand(batch_size, *v.shape[1:]))
+        else:
+            out.append(torch.cat([v, v[:batch_size // 2].flip(0)]))
+    return out
 
 
 def mixup_plan(lam: torch.Tensor, partner: Optional[torch.Tensor] = None, pairing: str = "flip") -> Plan:
     """A whole-sample Mixup plan for given per-sample ``lam`` ``(B,)`` and ``partner`` (default: flip)."""
     n = lam.shape[0]
     if partner is None:
-        partner = (flip_partner if pairing == "flip" else roll_partner)(n, lam.device)
+        partner = _partner(pairing, n, lam.device)
     else:
         pairing = "perm"
-    return _assemble(partner, pairing, torch.zeros(n, dtype=torch.bool, device=lam.device), lam.float(),
-                     torch.zeros(n, 4, dtype=torch.int32, device=lam.device), lam.float(), None)
+    return _assemble(partner, pairing, None, lam.float(), None, None, None)
 
 
 def cutmix_plan(box: torch.Tensor, size: tuple[int, int], partner: Optional[torch.Tensor] = None,
@@ -404,7 +432,7 @@ def cutmix_plan(box: torch.Tensor, size: tuple[int, int], partner: Optional[torc
     """A CutMix plan for given boxes ``(B, 4)``; label weights are the exact kept fractions."""
     n = box.shape[0]
     if partner is None:
-        partner = (flip_partner if pairing == "flip" else roll_partner)(n, box.device)
+        partner = _partner(pairing, n, box.device)
     else:
         pairing = "perm"
     label_lam = 1.0 - box_area_fraction(box, size)
@@ -425,8 +453,9 @@ def _erase_plan(box: torch.Tensor, size, fill, noise_seed) -> Plan:
 
 
 def _fill_tensor(value, n: int, device) -> torch.Tensor:
-    fill = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(1, -1)
-    return fill.expand(n, fill.shape[1]).contiguous()
+    """``(n, 1)`` or ``(n, C)`` float32, made by fills on the device (no host-to-device copy)."""
+    values = [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
+    return torch.cat([torch.full((n, 1), v, dtype=torch.float32, device=device) for v in values], 1)
 
 
 def cutout_plan(batch_size: int, size: tuple[int, int], *, n_holes: int = 1, length: int = 16,
@@ -439,8 +468,8 @@ def cutout_plan(batch_size: int, size: tuple[int, int], *, n_holes: int = 1, len
     """
     height, width = size
     shape = (batch_size, n_holes)
-    cy = _uniform_int(torch.full(shape, height, device=device), generator)
-    cx = _uniform_int(torch.full(shape, width, device=device), generator)
+    cy = _uniform_int(height, generator, batch_size * n_holes, device).view(shape)
+    cx = _uniform_int(width, generator, batch_size * n_holes, device).view(shape)
     half = length // 2
     box = torch.stack([(cy - half).clamp(0, height), (cy + half).clamp(0, height),
                        (cx - half).clamp(0, width), (cx + half).clamp(0, width)], -1).to(torch.int32)

@@ -19,17 +19,16 @@ import torch
 
 from .layout import Layout
 
-# Elements per chunk: a chunk and its partner rows (about 2 x 2 MiB in float32) stay in L2/L3.
-CHUNK_ELEMENTS = 1 << 19
+# Elements per chunk: a chunk and its partner rows (2 x 4 MiB in float32) stay in L3.
+CHUNK_ELEMENTS = 1 << 20
 
 
 class PlanTensors(NamedTuple):
     """The plan as the ops see it: plain tensors, the only thing the two backends share."""
 
     partner: torch.Tensor       # (B,) int64
-    walk: torch.Tensor          # (B,) int32
-    cycle_start: torch.Tensor   # (B + 1,) int32
-    cycle_box: torch.Tensor     # (B, 4) int32
+    walk: torch.Tensor          # (B,) int32, or empty: cycles as a table (kernels only)
+    cycle_start: torch.Tensor   # (B + 1,) int32, or empty
     lam_self: torch.Tensor      # (B,) float32
     lam_partner: torch.Tensor   # (B,) float32
     box: torch.Tensor           # (B, N, 4) int32
@@ -78,26 +77,29 @@ def _facts(t: PlanTensors, lay: Layout, x: torch.Tensor, full_extent: bool) -> _
     whole = (0, lay.rows, 0, lay.lanes)
     if x.device.type != "cpu":
         return _Facts(whole, False, True, "")
-    y0, y1, x0, x1 = _clipped_boxes(t.box, lay)
-    live = (y0 < y1) & (x0 < x1)                       # (B, N, 1)
-    row_live = live.any(1)[:, 0]
-    if not bool(row_live.any()):
-        return _Facts(whole if full_extent else (0, 0, 0, 0), True, False, "partner")
-    extent = whole if full_extent else (int(y0[live].min()), int(y1[live].max()), int(x0[live].min()),
-                                        int(x1[live].max()))
-    covers = (y0[:, 0, 0] == extent[0]) & (y1[:, 0, 0] == extent[1]) & (x0[:, 0, 0] == extent[2]) & (
-        x1[:, 0, 0] == extent[3])
-    row_uniform = t.box.shape[1] == 1 and bool((covers | ~row_live).all())
-    a, b = t.lam_self[row_live], t.lam_partner[row_live]
+    y0, y1, x0, x1 = (v[..., 0] for v in _clipped_boxes(t.box, lay))   # (B, N) each
+    live = (y0 < y1) & (x0 < x1)
+    row_live = live.any(1)
+    y0_ext = torch.where(live, y0, lay.rows).amin()
+    y1_ext = torch.where(live, y1, 0).amax()
+    x0_ext = torch.where(live, x0, lay.lanes).amin()
+    x1_ext = torch.where(live, x1, 0).amax()
+    covers = (y0[:, 0] == y0_ext) & (y1[:, 0] == y1_ext) & (x0[:, 0] == x0_ext) & (x1[:, 0] == x1_ext)
+    a, b = t.lam_self.double(), t.lam_partner.double()
+    idle = ~row_live
+    # one host read for everything (free on CPU): nothing here touches pixels
+    facts = torch.stack([
+        y0_ext, y1_ext, x0_ext, x1_ext, row_live.any().long(), (covers | idle).all().long(),
+        ((b != 0) & row_live & (t.partner != torch.arange(lay.batch))).any().long(),
+        ((a + b == 1) | idle).all().long(), ((b == 0) | idle).all().long()]).tolist()
+    extent = whole if full_extent else tuple(facts[:4]) if facts[4] else (0, 0, 0, 0)
+    # rows are uniform over the walked extent only if each live box *is* that extent (out of
+    # place walks the whole sample, so one shared box is not enough there)
+    row_uniform = t.box.shape[1] == 1 and bool(facts[5]) and (not full_extent or tuple(facts[:4]) == whole
+                                                               or not facts[4])
     has_fill = t.fill is not None or t.noise_seed is not None
-    has_partner = bool(((b != 0) & (t.partner[row_live] != torch.arange(lay.batch)[row_live])).any())
-    if bool((a.double() + b.double() == 1).all()):
-        lerp = "partner"
-    elif has_fill and bool((b == 0).all()):
-        lerp = "fill"
-    else:
-        lerp = ""
-    return _Facts(extent, row_uniform, has_partner or (lerp == "" and bool((b != 0).any())), lerp)
+    lerp = "partner" if facts[7] else ("fill" if has_fill and facts[8] else "")
+    return _Facts(extent, row_uniform, bool(facts[6]), lerp)
 
 
 def _clipped_boxes(box: torch.Tensor, lay: Layout):
@@ -369,14 +371,20 @@ def mix_targets(labels: torch.Tensor, partner: torch.Tensor, label_lam: torch.Te
     non-zero weight) comes out NaN.
     """
     off = smoothing / num_classes
-    if labels.dim() == 1:
-        valid = (labels >= 0) & (labels < num_classes)
-        classes = torch.arange(num_classes, device=labels.device)
-        target = torch.where(labels[:, None] == classes, 1.0 - smoothing + off, off).float()
-        target = torch.where(valid[:, None], target, float("nan"))
-    else:
-        target = labels.float() * (1.0 - smoothing) + off
-    lam = label_lam.float()[:, None]
+    lam = label_lam.float()
     other = 1.0 - lam
-    mixed = lam * target + torch.where(other != 0, other * target.index_select(0, partner), 0.0)
-    return mixed
+    if labels.dim() == 1:
+        # off + (on - off) * (lam * onehot(y) + other * onehot(y[partner])): two scatters, no (B, K) where
+        valid = (labels >= 0) & (labels < num_classes)
+        safe = labels.clamp(0, max(num_classes - 1, 0))[:, None]
+        out = torch.full((labels.shape[0], num_classes), off, dtype=torch.float32, device=labels.device)
+        out.scatter_add_(1, safe, ((1.0 - smoothing) * lam)[:, None])
+        out.scatter_add_(1, safe.index_select(0, partner), ((1.0 - smoothing) * other)[:, None])
+        bad = ~valid | (~valid.index_select(0, partner) & (other != 0))
+        if labels.device.type != "cpu" or bool(bad.any()):   # a host read only where it is free
+            out.masked_fill_(bad[:, None], float("nan"))
+        return out
+    target = labels.float() * (1.0 - smoothing) + off
+    mixed = target * lam[:, None]
+    sent = target.index_select(0, partner).mul_(other[:, None])
+    return mixed.add_(sent.masked_fill_((other == 0)[:, None], 0.0))

@@ -116,4 +116,5 @@ class CutMix(_BaseMixUpCutMix):
 
     def plan(self, images: torch.Tensor) -> Plan:
         return mixup_cutmix_plan(images.shape[0], spatial_size(images), mixup_alpha=0.0, cutmix_alpha=self.alpha,
-                                 correct_lam=True, pairing="roll", device=images.device, generator=self.generator)
+                                 correct_lam=True, pairing="roll", box_style="torchvision",
+                                 device=images.device, generator=self.generator)

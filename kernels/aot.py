@@ -9,7 +9,8 @@ sm_80 and sm_90 with Triton's own compiler (which ships ptxas), then reads:
 
 Variants are specialised as Triton's JIT would specialise a launch on an aligned contiguous
 batch (3×224×224, pointers and strides multiples of 16 bytes), which is the path that must
-issue 128-bit accesses.
+issue 128-bit accesses. They walk flip pairs unless named otherwise (``_perm``: a cycle table,
+``_roll``: torchvision's single cycle).
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ BLEND_VARIANTS = [
     ("erase_const", ("fp32", "u8"), dict(WHOLE=False, TRANSPOSE=False, FILL=1)),
     ("erase_noise", ("fp32",), dict(WHOLE=False, TRANSPOSE=False, FILL=2)),
     ("mask_select", ("i64",), dict(WHOLE=False, TRANSPOSE=False, FILL=1)),
+    ("blend_perm", ("fp32", "bf16", "u8"), dict(WHOLE=False, TRANSPOSE=False, FILL=0, WALK=0)),
+    ("blend_roll", ("fp32",), dict(WHOLE=False, TRANSPOSE=False, FILL=0, WALK=2)),
+    ("mixup_inplace", ("fp32", "fp16", "bf16", "u8"), dict(WHOLE=False, TRANSPOSE=False, FILL=0, WHOLE_ROWS=True)),
 ]
 TARGET_VARIANTS = [("targets_index", False), ("targets_soft", True)]
 
@@ -67,15 +71,15 @@ def _blend_source(variant: dict, dtype: str):
     fn = blend._blend_kernel
     ptr = "*" + dtype
     sig = {
-        "src_ptr": ptr, "dst_ptr": ptr, "walk_ptr": "*i32", "cycle_start_ptr": "*i32", "cycle_box_ptr": "*i32",
+        "src_ptr": ptr, "dst_ptr": ptr, "walk_ptr": "*i32", "cycle_start_ptr": "*i32",
         "lam_self_ptr": "*fp32", "lam_partner_ptr": "*fp32", "box_ptr": "*i32", "fill_ptr": "*fp32",
         "seed_ptr": "*i64",
     }
     for name in ("B", "P", "R", "L", "WB", "K", "C", "PPC", "stride_b", "stride_p", "stride_r", "fill_stride_b",
-                 "fill_stride_c", "numel", "grid_tiles", "grid_cycles"):
+                 "fill_stride_c", "numel", "n_cycles", "grid_cycles"):
         sig[name] = "i32"
     const = dict(NB=1, BLEND=dtype != "i64", ROUND=dtype == "u8", CH_IN_LANE=False, F64=dtype == "fp64",
-                 VEC=max(1, 16 // size), BLOCK_R=block_r, BLOCK_L=block_l)
+                 WALK=1, WHOLE_ROWS=False, VEC=max(1, 16 // size), BLOCK_R=block_r, BLOCK_L=block_l)
     const.update(variant)
     for name in const:
         sig[name] = "constexpr"

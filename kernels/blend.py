@@ -46,6 +46,19 @@ def _region(box_ptr, row, rows, lanes, R, WB, K, NB: tl.constexpr, VEC: tl.const
 
 
 @triton.jit
+def _row_region(box_ptr, row, rows, lanes, inside, R, WB, K, NB: tl.constexpr, VEC: tl.constexpr,
+                WHOLE_ROWS: tl.constexpr):
+    """``_region`` of one row; for plans whose regions are whole samples (or empty) it is just
+    ``inside`` or nothing, decided by one scalar, and costs no per-element work."""
+    if WHOLE_ROWS:
+        live = tl.load(box_ptr + row * (NB * 4)) < tl.load(box_ptr + row * (NB * 4) + 1)
+        reg = tl.where(live, inside, False)
+        return reg, reg
+    else:
+        return _region(box_ptr, row, rows, lanes, R, WB, K, NB, VEC)
+
+
+@triton.jit
 def _load_split(ptr, body, edge):
     """Load where ``body | edge`` (disjoint): ``body`` vectorises, ``edge`` goes element-wise."""
     return tl.where(body, tl.load(ptr, mask=body), tl.load(ptr, mask=edge))
@@ -75,11 +88,12 @@ def _to_storage(val, dtype: tl.constexpr):
 
 @triton.jit
 def _round_half_even(v):
-    """Nearest integer, ties to even, exactly (torch.round's rule) for v >= 0."""
-    fl = tl.floor(v)
-    fr = v - fl
-    odd = (fl - 2.0 * tl.floor(fl * 0.5)) != 0.0
-    return fl + tl.where((fr > 0.5) | ((fr == 0.5) & odd), 1.0, 0.0)
+    """Nearest integer, ties to even (torch.round's rule), for float32 0 <= v < 2**22.
+
+    Adding 1.5 * 2**23 leaves no fraction bits, so the float32 add itself rounds to nearest
+    even; subtracting it back is exact. Two instructions instead of a floor-and-compare chain.
+    """
+    return (v + 12582912.0) - 12582912.0
 
 
 @triton.jit
@@ -114,14 +128,28 @@ def _normal(seed, counter):
 
 
 @triton.jit
+def _walk_row(walk_ptr, start, j, k, B, WALK: tl.constexpr):
+    """Row at position ``k`` of cycle ``j``. Flip, roll and self pairings are closed forms; any
+    other permutation reads its cycles from the table (``walk``, ``cycle_start``)."""
+    if WALK == 1:        # flip: cycle j is (j, B-1-j); the middle of an odd batch is alone
+        return tl.where(k == 0, j, B - 1 - j)
+    elif WALK == 2:      # roll by one: the single cycle 0, B-1, B-2, ..., 1
+        return (B - k) % B
+    elif WALK == 3:      # every row its own partner
+        return j + k * 0
+    else:
+        return tl.load(walk_ptr + start + k)
+
+
+@triton.jit
 def _blend_kernel(
     src_ptr, dst_ptr,                       # dst == src in place
-    walk_ptr, cycle_start_ptr, cycle_box_ptr,
+    walk_ptr, cycle_start_ptr,              # cycle table (WALK == 0 only)
     lam_self_ptr, lam_partner_ptr, box_ptr,
     fill_ptr, seed_ptr,
     B, P, R, L, WB, K, C, PPC,              # batch, planes, rows, lanes, box width, lane scale, channels, planes/channel
     stride_b, stride_p, stride_r, fill_stride_b, fill_stride_c, numel,
-    grid_tiles, grid_cycles,                # launch grid (the interpreter cannot range over num_programs)
+    n_cycles, grid_cycles,                  # cycles to walk; programs along grid axis 1
     NB: tl.constexpr,                       # boxes per sample
     FILL: tl.constexpr,                     # NO_FILL, CONST_FILL or NOISE_FILL
     WHOLE: tl.constexpr,                    # write every element (out of place, gradient), not only regions
@@ -130,46 +158,58 @@ def _blend_kernel(
     ROUND: tl.constexpr,                    # uint8: round half to even and clamp
     CH_IN_LANE: tl.constexpr,               # channels_last: channel = lane % C
     F64: tl.constexpr,
+    WALK: tl.constexpr,                     # 0 table, 1 flip, 2 roll, 3 self
+    WHOLE_ROWS: tl.constexpr,               # every region is a whole sample or empty (Mixup plans)
     VEC: tl.constexpr,                      # elements per 16 bytes
     BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    pid_tile = tl.program_id(0)
+    # one tile per program along axis 0: (plane, row block, lane block) of the whole sample
+    t = tl.program_id(0)
+    n_rb = tl.cdiv(R, BLOCK_R)
+    n_lb = tl.cdiv(L, BLOCK_L)
+    plane = t // (n_rb * n_lb)
+    rem = t % (n_rb * n_lb)
+    row0 = (rem // n_lb) * BLOCK_R
+    lane0 = (rem % n_lb) * BLOCK_L
+    rows = row0 + tl.arange(0, BLOCK_R)[:, None]
+    lanes = lane0 + tl.arange(0, BLOCK_L)[None, :]
+    inside = (rows < R) & (lanes < L)    # VEC-constant when L is a multiple of VEC
+    offs = plane.to(tl.int64) * stride_p + rows.to(tl.int64) * stride_r + lanes
     cdt = tl.float64 if F64 else tl.float32
     out_ty = dst_ptr.dtype.element_ty
-    r_ar = tl.arange(0, BLOCK_R)[:, None]
-    l_ar = tl.arange(0, BLOCK_L)[None, :]
-    for j in range(tl.program_id(1), B, grid_cycles):
-        start = tl.load(cycle_start_ptr + j)
-        length = tl.load(cycle_start_ptr + j + 1) - start
-        if WHOLE:
-            ry0 = 0
-            ry1 = R
-            lx0 = 0
-            lx1 = L
-        else:  # only the tiles of the cycle's region bounding box exist
-            ry0 = tl.minimum(tl.load(cycle_box_ptr + j * 4), R)
-            ry1 = tl.minimum(tl.load(cycle_box_ptr + j * 4 + 1), R)
-            lx0 = tl.minimum(tl.load(cycle_box_ptr + j * 4 + 2), WB) * K
-            lx1 = tl.minimum(tl.load(cycle_box_ptr + j * 4 + 3), WB) * K
-        n_rb = tl.cdiv(tl.maximum(ry1 - ry0, 0), BLOCK_R)
-        lb0 = lx0 // BLOCK_L
-        n_lb = tl.maximum(tl.cdiv(lx1, BLOCK_L) - lb0, 0)
-        n_tiles = tl.where(length > 0, P * n_rb * n_lb, 0)
-        for t in range(pid_tile, n_tiles, grid_tiles):
-            plane = t // (n_rb * n_lb)
-            rem = t % (n_rb * n_lb)
-            rows = ry0 + (rem // n_lb) * BLOCK_R + r_ar
-            lanes = (lb0 + rem % n_lb) * BLOCK_L + l_ar
-            inside = (rows < R) & (lanes < L)    # VEC-constant when L is a multiple of VEC
-            offs = plane.to(tl.int64) * stride_p + rows.to(tl.int64) * stride_r + lanes
-
-            # the first row of the cycle stays in registers for the last step (its partner)
-            row_first = tl.load(walk_ptr + start)
-            if TRANSPOSE:  # the gradient walks the cycle backwards: w0, w[L-1], ..., w1
-                row_last = tl.load(walk_ptr + start + (1 % length))
+    for j in range(tl.program_id(1), n_cycles, grid_cycles):
+        if WALK == 0:
+            start = tl.load(cycle_start_ptr + j)
+            length = tl.load(cycle_start_ptr + j + 1) - start
+        else:
+            start = 0
+            if WALK == 1:
+                length = tl.where(2 * j + 1 < B, 2, 1)
+            elif WALK == 2:
+                length = B + j * 0
             else:
-                row_last = tl.load(walk_ptr + start + length - 1)
-            reg_first, body_first = _region(box_ptr, row_first, rows, lanes, R, WB, K, NB, VEC)
+                length = 1 + j * 0
+        if WHOLE:
+            hit = length > 0
+        else:
+            # in place, a tile no region of the cycle touches has nothing to do: a scalar pre-walk
+            hit = length < 0
+            for k in range(0, length):
+                row_k = _walk_row(walk_ptr, start, j, k, B, WALK)
+                for n in tl.static_range(NB):
+                    base = box_ptr + row_k * (NB * 4) + n * 4
+                    x0 = tl.minimum(tl.load(base + 2), WB) * K      # clip before scaling: FULL * K overflows
+                    x1 = tl.minimum(tl.load(base + 3), WB) * K
+                    hit = hit | ((tl.load(base) < row0 + BLOCK_R) & (tl.load(base + 1) > row0)
+                                 & (x0 < lane0 + BLOCK_L) & (x1 > lane0) & (x0 < x1))
+        if hit:
+            # the first row of the cycle stays in registers for the last step (its partner)
+            row_first = _walk_row(walk_ptr, start, j, 0, B, WALK)
+            if TRANSPOSE:  # the gradient walks the cycle backwards: w0, w[L-1], ..., w1
+                row_last = _walk_row(walk_ptr, start, j, 1 % length, B, WALK)
+            else:
+                row_last = _walk_row(walk_ptr, start, j, length - 1, B, WALK)
+            reg_first, body_first = _row_region(box_ptr, row_first, rows, lanes, inside, R, WB, K, NB, VEC, WHOLE_ROWS)
             a_first = tl.load(lam_self_ptr + row_first)
             b_first = tl.load(lam_partner_ptr + row_first)
             ptr_first = src_ptr + row_first.to(tl.int64) * stride_b + offs
@@ -177,11 +217,14 @@ def _blend_kernel(
                 first = tl.load(ptr_first, mask=inside)
             else:
                 # needed as itself (a != 0) or as the partner of the cycle's last row (b != 0)
-                reg_last, body_last = _region(box_ptr, row_last, rows, lanes, R, WB, K, NB, VEC)
+                reg_last, body_last = _row_region(box_ptr, row_last, rows, lanes, inside, R, WB, K, NB, VEC, WHOLE_ROWS)
                 b_last = tl.load(lam_partner_ptr + row_last)
                 body = _gated(body_first, a_first) | _gated(body_last, b_last)
-                need = _gated(reg_first, a_first) | _gated(reg_last, b_last)
-                first = _load_split(ptr_first, body, need & ~body)
+                if WHOLE_ROWS:
+                    first = tl.load(ptr_first, mask=body)
+                else:
+                    need = _gated(reg_first, a_first) | _gated(reg_last, b_last)
+                    first = _load_split(ptr_first, body, need & ~body)
 
             cur, row, reg, body, a, b = first, row_first, reg_first, body_first, a_first, b_first
             for m in range(0, length):
@@ -190,8 +233,8 @@ def _blend_kernel(
                     k_next = (length - (m + 1)) % length
                 else:
                     k_next = (m + 1) % length
-                row_n = tl.load(walk_ptr + start + k_next)
-                reg_n, body_n = _region(box_ptr, row_n, rows, lanes, R, WB, K, NB, VEC)
+                row_n = _walk_row(walk_ptr, start, j, k_next, B, WALK)
+                reg_n, body_n = _row_region(box_ptr, row_n, rows, lanes, inside, R, WB, K, NB, VEC, WHOLE_ROWS)
                 a_n = tl.load(lam_self_ptr + row_n)
                 b_n = tl.load(lam_partner_ptr + row_n)
                 ptr_n = src_ptr + row_n.to(tl.int64) * stride_b + offs
@@ -201,8 +244,11 @@ def _blend_kernel(
                 else:
                     # the next row is read once: as itself (a_n != 0) and as this row's partner (b != 0)
                     body_need = (_gated(body_n, a_n) | _gated(body, b)) & more
-                    need = (_gated(reg_n, a_n) | _gated(reg, b)) & more
-                    nxt = _load_split(ptr_n, body_need, need & ~body_need)
+                    if WHOLE_ROWS:
+                        nxt = tl.load(ptr_n, mask=body_need)
+                    else:
+                        need = (_gated(reg_n, a_n) | _gated(reg, b)) & more
+                        nxt = _load_split(ptr_n, body_need, need & ~body_need)
                 nxt = tl.where(wrap, first, nxt)
 
                 if TRANSPOSE:
@@ -241,7 +287,8 @@ def _blend_kernel(
                     tl.store(ptr_out, out, mask=inside)
                 else:
                     tl.store(ptr_out, out, mask=body)
-                    tl.store(ptr_out, out, mask=reg & ~body)
+                    if not WHOLE_ROWS:
+                        tl.store(ptr_out, out, mask=reg & ~body)
                 cur, row, reg, body, a, b = nxt, row_n, reg_n, body_n, a_n, b_n
 
 
@@ -250,12 +297,13 @@ def _blend_kernel(
 # --------------------------------------------------------------------------------------------
 
 MAX_GRID_Y = 65535
+WALKS = {"flip": 1, "roll": 2, "self": 3}   # closed-form cycles; anything else reads the table
 
 
 
 def tile_shape(layout, element_size: int) -> tuple[int, int, int]:
     """(BLOCK_R, BLOCK_L, num_warps): lane blocks divide the row when they can (no ragged
-    128-bit accesses), tiles hold about 16 bytes × 128 threads × 4."""
+    128-bit accesses); tiles of about 8 KiB, rows dividing R where that keeps them >= 1024 elements."""
     target = max(256, 8192 // element_size)
     vec = max(1, 16 // element_size)
     if layout.rows == 1:
@@ -270,7 +318,10 @@ def tile_shape(layout, element_size: int) -> tuple[int, int, int]:
         block_r = max(1, min(triton.next_power_of_2(layout.rows), target // block_l))
         while block_r > 1 and layout.rows % block_r and block_r * block_l > 1024:
             block_r //= 2
-    num_warps = 4 if block_r * block_l * element_size >= 4096 else (2 if block_r * block_l * element_size >= 1024 else 1)
+    # 8 elements per thread (16 for uint8: one 128-bit access), enough bytes in flight without
+    # the register pressure of more (16 per thread spilled for bfloat16 on sm_80)
+    per_thread = max(8, vec)
+    num_warps = max(1, min(8, block_r * block_l // (32 * per_thread)))
     return block_r, block_l, num_warps
 
 
@@ -283,7 +334,7 @@ def _fill_args(t, like):
     return NO_FILL, like, like, 0, 0
 
 
-def _launch(src, dst, layout, t, whole: bool, transpose: bool) -> None:
+def _launch(src, dst, layout, t, pairing: str, whole: bool, transpose: bool, whole_rows: bool) -> None:
     if layout.batch == 0 or layout.sample_numel == 0:
         return
     dtype = src.dtype
@@ -291,35 +342,42 @@ def _launch(src, dst, layout, t, whole: bool, transpose: bool) -> None:
     fill_mode, fill, seed, fill_stride_b, fill_stride_c = (
         (NO_FILL, t.lam_self, t.lam_self, 0, 0) if transpose else _fill_args(t, t.lam_self))
     tiles = layout.planes * triton.cdiv(layout.rows, block_r) * triton.cdiv(layout.lanes, block_l)
-    grid = (tiles, min(layout.batch, MAX_GRID_Y))
+    walk = WALKS.get(pairing, 0)
+    n_cycles = {1: (layout.batch + 1) // 2, 2: 1}.get(walk, layout.batch)
+    grid = (tiles, min(n_cycles, MAX_GRID_Y))
     blended = dtype.is_floating_point or dtype == torch.uint8
     _blend_kernel[grid](
-        src, dst, t.walk, t.cycle_start, t.cycle_box, t.lam_self, t.lam_partner, t.box, fill, seed,
+        src, dst, t.walk, t.cycle_start, t.lam_self, t.lam_partner, t.box, fill, seed,
         layout.batch, layout.planes, layout.rows, layout.lanes, layout.width, layout.lane_scale,
         layout.channels, layout.planes_per_channel,
         layout.stride_batch, layout.stride_plane, layout.stride_row, fill_stride_b, fill_stride_c, layout.sample_numel,
-        grid[0], grid[1],
+        n_cycles, grid[1],
         NB=t.box.shape[1], FILL=fill_mode, WHOLE=whole, TRANSPOSE=transpose, BLEND=blended,
         ROUND=dtype == torch.uint8, CH_IN_LANE=layout.channel_in_lane, F64=dtype == torch.float64,
-        VEC=max(1, 16 // src.element_size()),
+        WALK=walk, WHOLE_ROWS=whole_rows, VEC=max(1, 16 // src.element_size()),
         BLOCK_R=block_r, BLOCK_L=block_l, num_warps=num_warps,
     )
 
 
-def blend_(x, layout, t) -> None:
-    """Apply plan tensors ``t`` to ``x`` in place, touching only region pixels (one launch)."""
-    _launch(x, x, layout, t, whole=False, transpose=False)
+def blend_(x, layout, t, pairing: str, whole_rows: bool = False) -> None:
+    """Apply plan tensors ``t`` to ``x`` in place, touching only region pixels (one launch).
+
+    ``pairing`` names a closed-form partner permutation ("flip", "roll", "self") or "perm"
+    (then ``t.walk``/``t.cycle_start`` hold the cycles); ``whole_rows`` promises that every
+    region is a whole sample or empty (Mixup plans), which skips all per-pixel region tests.
+    """
+    _launch(x, x, layout, t, pairing, whole=False, transpose=False, whole_rows=whole_rows)
 
 
-def blend(x, layout, t):
+def blend(x, layout, t, pairing: str, whole_rows: bool = False):
     """Out of place: a new tensor with ``x``'s layout, every element written (one launch)."""
     out = torch.empty_like(x)
-    _launch(x, out, layout, t, whole=True, transpose=False)
+    _launch(x, out, layout, t, pairing, whole=True, transpose=False, whole_rows=whole_rows)
     return out
 
 
-def blend_backward(grad, layout, t):
+def blend_backward(grad, layout, t, pairing: str, whole_rows: bool = False):
     """Gradient of :func:`blend` w.r.t. ``x``: the transposed blend, out of place (one launch)."""
     out = torch.empty_like(grad)
-    _launch(grad, out, layout, t, whole=True, transpose=True)
+    _launch(grad, out, layout, t, pairing, whole=True, transpose=True, whole_rows=whole_rows)
     return out

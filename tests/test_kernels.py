@@ -119,11 +119,12 @@ def test_gradient_kernel_equals_reference(gen):
         for dtype in (torch.float32, torch.float64):
             g = make_batch("nchw", dtype, 5, 2, 6, 9, gen)
             plan = make_plan(kind, pairing, 5, (6, 9), 2, gen)
-            args = ops.plan_tensors(plan)[:7]
+            args = ops.plan_tensors(plan)[:6]   # partner, walk, cycle_start, lam_self, lam_partner, box
             with backend("triton"):
-                gk = torch.ops.fastmix.blend_grad(g.to(KERNEL_DEVICE), *[a.to(KERNEL_DEVICE) for a in args], True)
+                gk = torch.ops.fastmix.blend_grad(g.to(KERNEL_DEVICE), *[a.to(KERNEL_DEVICE) for a in args], True,
+                                                  plan.pairing)
             with backend("reference"):
-                gr = torch.ops.fastmix.blend_grad(g, *args, True)
+                gr = torch.ops.fastmix.blend_grad(g, *args, True, plan.pairing)
             _check(gk.cpu(), gr, dtype, False, f"grad {kind}/{pairing}/{dtype}")
 
 
