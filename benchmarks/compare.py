@@ -141,6 +141,11 @@ def run(shapes, dtypes, device, repeat, traffic, only=None):
                     med, spread = _summary(time_call(fn, device, repeat))
                     row.update(median_ms=med * 1e3, spread=spread, images_per_s=shape[0] / med,
                                floor_ratio=med / floor)
+                    if device.type == "cuda" and name in FASTMIX:
+                        # the whole step (sampling included) replayed as one CUDA graph: the GPU's
+                        # own cost, without Python; possible because nothing syncs with the host
+                        import triton.testing
+                        row["graph_ms"] = triton.testing.do_bench_cudagraph(fn)
                     if traffic and device.type == "cpu":
                         if name in FASTMIX:
                             kind, mode = name.split("_")[1:3] if "v2" not in name else (name.split("_")[2], "batch")
@@ -228,7 +233,7 @@ def print_kernel_table(rows):
 
 def print_table(rows):
     head = (f"{'candidate':22s} {'shape':>14s} {'dtype':>8s} {'median ms':>10s} {'img/s':>9s} {'vs fastmix':>10s} "
-            f"{'vs pass':>8s} {'bytes/pass':>10s}")
+            f"{'vs pass':>8s} {'bytes/pass':>10s} {'graph ms':>9s}")
     print(head)
     print("-" * len(head))
     last = None
@@ -243,8 +248,9 @@ def print_table(rows):
             continue
         vs = f"{r['vs_fastmix']:.1f}x" if "vs_fastmix" in r else "-"
         traffic = f"{r['bytes_vs_pass']:.2f}" if "bytes_vs_pass" in r else "-"
+        graph = f"{r['graph_ms']:.3f}" if "graph_ms" in r else "-"
         print(f"{r['candidate']:22s} {r['shape']:>14s} {r['dtype']:>8s} {r['median_ms']:10.3f} "
-              f"{r['images_per_s']:9.0f} {vs:>10s} {r['floor_ratio']:7.2f}x {traffic:>10s}")
+              f"{r['images_per_s']:9.0f} {vs:>10s} {r['floor_ratio']:7.2f}x {traffic:>10s} {graph:>9s}")
 
 
 def compare_baseline(rows, path) -> int:

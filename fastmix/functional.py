@@ -91,6 +91,6 @@ def targets(labels: torch.Tensor, plan: Plan, num_classes: Optional[int] = None,
     if not isinstance(plan, Plan):
         raise TypeError(f"plan: expected a fastmix Plan, got {type(plan).__name__}")
     smoothing = _checks.number("smoothing", smoothing, low=0.0, high=1.0, high_open=True)
-    k = _checks.labels("labels", labels, plan.batch_size, num_classes, plan.device,
-                       _checks.default_validate(validate, plan.device))
-    return torch.ops.fastmix.mix_targets(labels, plan.partner, plan.label_lam, k, smoothing)
+    checked = _checks.default_validate(validate, plan.device)
+    k = _checks.labels("labels", labels, plan.batch_size, num_classes, plan.device, checked)
+    return ops.targets_of(labels, plan, k, smoothing, checked)

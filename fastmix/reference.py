@@ -13,6 +13,7 @@ a copy of the batch, never a Python loop over samples.
 """
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple, Optional
 
 import torch
@@ -21,6 +22,25 @@ from .layout import Layout
 
 # Elements per chunk: a chunk and its partner rows (2 x 4 MiB in float32) stay in L3.
 CHUNK_ELEMENTS = 1 << 20
+
+
+_scratch_cache = threading.local()
+
+
+def _scratch(numel: int, dtype: torch.dtype, device: torch.device, slot: str) -> torch.Tensor:
+    """A reusable 1-d buffer of at least ``numel`` elements, one per thread, slot, dtype and device.
+
+    The chunk buffers are a few MiB: allocated fresh on every call they come back as new pages,
+    and faulting those in cost more than the blend itself on small batches (0.8 ms at 3 MiB).
+    """
+    key = (slot, dtype, device)
+    cache = _scratch_cache.__dict__.setdefault("buffers", {})
+    buf = cache.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = torch.empty(numel, dtype=dtype, device=device)
+        if device.type == "cpu":   # off the CPU the caching allocator already reuses memory
+            cache[key] = buf
+    return buf[:numel]
 
 
 class PlanTensors(NamedTuple):
@@ -73,10 +93,13 @@ class _Facts(NamedTuple):
     lerp: str                           # "partner": a + b == 1 everywhere; "fill": a + c == 1; else ""
 
 
-def _facts(t: PlanTensors, lay: Layout, x: torch.Tensor, full_extent: bool) -> _Facts:
+def _facts(t: PlanTensors, lay: Layout, x: torch.Tensor, full_extent: bool, whole_rows: bool = False) -> _Facts:
     whole = (0, lay.rows, 0, lay.lanes)
     if x.device.type != "cpu":
-        return _Facts(whole, False, True, "")
+        return _Facts(whole, whole_rows, True, "")
+    if whole_rows:  # every region is the whole sample or empty: only the weights need a look
+        a, b = t.lam_self.double(), t.lam_partner.double()
+        return _Facts(whole, True, True, "partner" if bool((a + b == 1).all()) else "")
     y0, y1, x0, x1 = (v[..., 0] for v in _clipped_boxes(t.box, lay))   # (B, N) each
     live = (y0 < y1) & (x0 < x1)
     row_live = live.any(1)
@@ -156,7 +179,8 @@ def _fill(t: PlanTensors, lay: Layout, rows: torch.Tensor, lanes: torch.Tensor, 
     return fill[:, channel][:, :, None, None]
 
 
-def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, full_extent: bool) -> None:
+def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, full_extent: bool,
+           whole_rows: bool = False) -> None:
     """Write the blend of ``src`` into ``dst`` chunk by chunk (``dst`` may be ``src``).
 
     Inside a sample's region ``val = a * own + b * other + c * fill`` (c = 1 - a - b), outside
@@ -167,26 +191,37 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, fu
     exactly, so copies and fills stay bit-exact. Weights are per row when every region covers
     the chunk, else per element.
     """
-    facts = _facts(t, lay, src, full_extent)
+    facts = _facts(t, lay, src, full_extent, whole_rows)
     sv, dv = _view4(src, lay), _view4(dst, lay)
     device = src.device
-    boxes = _clipped_boxes(t.box, lay)
     blended = _is_blended(src.dtype)
     cdt = _compute_dtype(src.dtype) if blended else torch.float32
     shape = (lay.batch, 1, 1, 1)
-    a, b = t.lam_self.view(shape).to(cdt), t.lam_partner.view(shape).to(cdt)
-    c = (1.0 - t.lam_self - t.lam_partner).view(shape).to(cdt)
     has_fill = t.fill is not None or t.noise_seed is not None
+    # only the weights this plan's formula uses (each is a few small ops: they add up on small batches)
+    need_a = facts.lerp == "" or not blended
+    need_b = facts.lerp != "fill" and facts.has_partner
+    need_c = has_fill
+    a = t.lam_self.view(shape).to(cdt) if need_a else None
+    b = t.lam_partner.view(shape).to(cdt) if need_b else None
+    c = (1.0 - t.lam_self - t.lam_partner).view(shape).to(cdt) if need_c else None
+    boxes = None if whole_rows else _clipped_boxes(t.box, lay)
     if facts.row_uniform:
-        live = ((boxes[0] < boxes[1]) & (boxes[2] < boxes[3])).any(1).view(shape).to(cdt)
-        row_weights = (1.0 + live * (a - 1.0), live * b, live * c)
+        if whole_rows:   # regions are whole samples or empty: the first box says which
+            live = (t.box[:, :, 0] < t.box[:, :, 1]).any(1).view(shape).to(cdt)
+        else:
+            live = ((boxes[0] < boxes[1]) & (boxes[2] < boxes[3])).any(1).view(shape).to(cdt)
+        row_weights = (1.0 + live * (a - 1.0) if need_a else None, live * b if need_b else None,
+                       live * c if need_c else None)
+    blended_convex = src.device.type == "cpu" and bool(((t.lam_partner >= 0) & (t.lam_partner <= 1)).all())
     chunks = list(_chunks(lay, facts.extent))
     largest = max(((r1 - r0) * (l1 - l0) for r0, r1, l0, l1 in chunks), default=0) * lay.batch * lay.planes
-    gathered = src.new_empty(largest if facts.has_partner else 0)
-    staged = torch.empty(largest if blended and src.dtype != cdt else 0, dtype=cdt, device=device)
+    gathered = _scratch(largest if facts.has_partner else 0, src.dtype, device, "gathered")
+    staged = _scratch(largest if blended and src.dtype != cdt else 0, cdt, device, "staged")
     for r0, r1, l0, l1 in chunks:
-        rows = torch.arange(r0, r1, device=device)
-        lanes = torch.arange(l0, l1, device=device)
+        region_needed = not facts.row_uniform or has_fill
+        rows = torch.arange(r0, r1, device=device) if region_needed else None
+        lanes = torch.arange(l0, l1, device=device) if region_needed else None
         own = sv[:, :, r0:r1, l0:l1]
         out = dv[:, :, r0:r1, l0:l1]
         other = _gather_rows(own, t.partner, lay, gathered) if facts.has_partner else None  # before any write
@@ -195,9 +230,9 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, fu
             region = None
         else:  # per-element weights: only the maps this chunk's formula uses
             region = _region(boxes, rows, lanes, cdt)
-            weight_b = region * b if (facts.lerp != "fill" and other is not None) else None
-            weight_c = region * c if has_fill else None
-            weight_a = 1.0 + region * (a - 1.0) if (facts.lerp == "" or not blended) else None
+            weight_a = 1.0 + region * (a - 1.0) if need_a else None
+            weight_b = region * b if need_b else None
+            weight_c = region * c if need_c else None
         if not blended:
             _select(own, out, other, weight_a, weight_b, t)
             continue
@@ -207,6 +242,8 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, fu
             val = out
         else:
             val = staged[:own.numel()].view(own.shape).copy_(own)
+        if other is not None and other.dtype != cdt:   # 16-bit and uint8: widen into a reused buffer
+            other = _scratch(other.numel(), cdt, device, "other_staged").view(other.shape).copy_(other)
         fill = None
         if has_fill:
             if region is None:
@@ -215,17 +252,19 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, fu
             fill = _fill(t, lay, rows, lanes, region, cdt)
         if facts.lerp == "partner":
             if other is not None:
-                val.lerp_(other.to(cdt), weight_b)
+                val.lerp_(other, weight_b)
         elif facts.lerp == "fill":
             val.lerp_(fill.expand_as(val), weight_c)
         else:
             val.mul_(weight_a)
             if other is not None:
-                val.addcmul_(other.to(cdt), weight_b)
+                val.addcmul_(other, weight_b)
             if fill is not None:
                 val.addcmul_(fill, weight_c)
         if src.dtype == torch.uint8:
-            val.round_().clamp_(0, 255)
+            val.round_()
+            if facts.lerp != "partner" or not blended_convex:   # a convex blend of 0..255 stays in range
+                val.clamp_(0, 255)
         if val is not out:
             out.copy_(val)
 
@@ -239,23 +278,24 @@ def _select(own, out, other, weight_a, weight_b, t) -> None:
     out.copy_(torch.where(take_other, src_other, torch.where(keep, own, fill)))
 
 
-def blend_(x: torch.Tensor, lay: Layout, t: PlanTensors) -> None:
-    """Apply the plan to ``x`` in place. ``x`` is described by ``lay`` (see :mod:`fastmix.layout`)."""
+def blend_(x: torch.Tensor, lay: Layout, t: PlanTensors, whole_rows: bool = False) -> None:
+    """Apply the plan to ``x`` in place. ``x`` is described by ``lay`` (see :mod:`fastmix.layout`);
+    ``whole_rows`` promises every region is a whole sample or empty (plans without boxes)."""
     if lay.batch == 0 or lay.sample_numel == 0:
         return
-    _apply(x, x, lay, t, full_extent=False)
+    _apply(x, x, lay, t, full_extent=False, whole_rows=whole_rows)
 
 
-def blend(x: torch.Tensor, lay: Layout, t: PlanTensors) -> torch.Tensor:
+def blend(x: torch.Tensor, lay: Layout, t: PlanTensors, whole_rows: bool = False) -> torch.Tensor:
     """Out-of-place blend: a new tensor (same layout as ``x``); ``x`` is not modified."""
     out = torch.empty_like(x)
     if lay.batch == 0 or lay.sample_numel == 0:
         return out
-    _apply(x, out, lay, t, full_extent=True)
+    _apply(x, out, lay, t, full_extent=True, whole_rows=whole_rows)
     return out
 
 
-def blend_grad(grad: torch.Tensor, lay: Layout, t: PlanTensors) -> torch.Tensor:
+def blend_grad(grad: torch.Tensor, lay: Layout, t: PlanTensors, whole_rows: bool = False) -> torch.Tensor:
     """Gradient of :func:`blend` w.r.t. ``x`` (the transpose: each row gathers from the rows that drew from it).
 
     ``dx[j] = g[j] * (a_j inside j's region, 1 outside) + sum_{i: partner[i] = j} b_i * g[i] (inside i's region)``.
@@ -362,27 +402,28 @@ def normal_noise(seed: torch.Tensor, lay: Layout, rows: torch.Tensor, lanes: tor
 # --------------------------------------------------------------------------------------------
 
 def mix_targets(labels: torch.Tensor, partner: torch.Tensor, label_lam: torch.Tensor, num_classes: int,
-                smoothing: float) -> torch.Tensor:
+                smoothing: float, checked: bool = False) -> torch.Tensor:
     """``label_lam * s(y) + (1 - label_lam) * s(y[partner])`` as ``(B, K)`` float32.
 
     ``s`` smooths with timm's values (off = smoothing / K, on = 1 - smoothing + off); soft
     ``(B, K)`` labels are smoothed as ``y * (1 - smoothing) + off``. A class index outside
     ``[0, K)`` is never used as an address: its row (and any row drawing from it with a
-    non-zero weight) comes out NaN.
+    non-zero weight) comes out NaN. ``checked`` says the indices were validated already.
     """
     off = smoothing / num_classes
     lam = label_lam.float()
     other = 1.0 - lam
     if labels.dim() == 1:
         # off + (on - off) * (lam * onehot(y) + other * onehot(y[partner])): two scatters, no (B, K) where
-        valid = (labels >= 0) & (labels < num_classes)
-        safe = labels.clamp(0, max(num_classes - 1, 0))[:, None]
+        safe = (labels if checked else labels.clamp(0, max(num_classes - 1, 0)))[:, None]
         out = torch.full((labels.shape[0], num_classes), off, dtype=torch.float32, device=labels.device)
         out.scatter_add_(1, safe, ((1.0 - smoothing) * lam)[:, None])
         out.scatter_add_(1, safe.index_select(0, partner), ((1.0 - smoothing) * other)[:, None])
-        bad = ~valid | (~valid.index_select(0, partner) & (other != 0))
-        if labels.device.type != "cpu" or bool(bad.any()):   # a host read only where it is free
-            out.masked_fill_(bad[:, None], float("nan"))
+        if not checked:
+            valid = (labels >= 0) & (labels < num_classes)
+            bad = ~valid | (~valid.index_select(0, partner) & (other != 0))
+            if labels.device.type != "cpu" or bool(bad.any()):   # a host read only where it is free
+                out.masked_fill_(bad[:, None], float("nan"))
         return out
     target = labels.float() * (1.0 - smoothing) + off
     mixed = target * lam[:, None]

@@ -14,8 +14,8 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from . import _checks
-from .functional import apply, targets
+from . import _checks, ops
+from .functional import apply
 from .layout import spatial_size
 from .plan import Plan, cutout_plan, erasing_plan, mixup_cutmix_plan
 
@@ -89,10 +89,10 @@ class Mixup:
     def __call__(self, x: torch.Tensor, target: torch.Tensor):
         _checks.batch("x", x, min_dim=2, dims=(4, 5) if self._cutmix_on else None,
                       writable=not (x.requires_grad and torch.is_grad_enabled()))
-        _checks.labels("target", target, x.shape[0], self.num_classes, x.device,
-                       _checks.default_validate(self.validate, x.device))
+        checked = _checks.default_validate(self.validate, x.device)
+        _checks.labels("target", target, x.shape[0], self.num_classes, x.device, checked)
         plan = self.plan(x)
-        soft = targets(target, plan, self.num_classes, self.label_smoothing, validate=False)
+        soft = ops.targets_of(target, plan, self.num_classes, self.label_smoothing, checked)
         return apply(x, plan), soft
 
 

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.utils import _pytree
 
-from . import _checks
-from .functional import apply, targets
+from . import _checks, ops
+from .functional import apply
 from .layout import spatial_size
 from .plan import Plan, mixup_cutmix_plan
 
@@ -77,11 +77,11 @@ class _BaseMixUpCutMix(nn.Module):
                                  f"one plan")
         if isinstance(labels, torch.Tensor) and labels.dim() == 1 and labels.dtype != torch.int64:
             raise TypeError(f"labels: class indices must be int64, got {labels.dtype}")
-        k = _checks.labels("labels", labels, first.shape[0], self.num_classes, first.device,
-                           _checks.default_validate(self.validate, first.device))
+        checked = _checks.default_validate(self.validate, first.device)
+        k = _checks.labels("labels", labels, first.shape[0], self.num_classes, first.device, checked)
         plan = self.plan(first)
+        soft = ops.targets_of(labels, plan, k, 0.0, checked)
         mixed = {id(b): apply(b, plan, inplace=None if self.inplace else False) for b in batches}
-        soft = targets(labels, plan, k, 0.0, validate=False)
         out = [soft if leaf is labels else mixed.get(id(leaf), leaf) for leaf in leaves]
         return _pytree.tree_unflatten(out, spec)
 

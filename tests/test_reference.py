@@ -99,8 +99,8 @@ def test_generic_device_path_matches_cpu_fast_paths(gen, monkeypatch):
         with backend("reference"):
             F.apply(fast, plan)
             monkeypatch.setattr(reference, "_facts",
-                                lambda t, lay, src, full: reference._Facts((0, lay.rows, 0, lay.lanes), False,
-                                                                           True, ""))
+                                lambda t, lay, src, full, whole_rows=False: reference._Facts(
+                                    (0, lay.rows, 0, lay.lanes), whole_rows, True, ""))
             F.apply(generic, plan)
         monkeypatch.undo()
         _assert_close(generic, fast, torch.float32, kind)
