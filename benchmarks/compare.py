@@ -116,95 +116,91 @@ print(total / 4 / (2 * x.nbytes))
     return float(out.stdout.strip()) if out.returncode == 0 else float("nan")
 
 
+def make_batch(shape, dtype, device):
+    gen = torch.Generator().manual_seed(0)
+    base = torch.rand(shape, generator=gen)
+    x = ((base * 255).round().to(dtype) if dtype == torch.uint8 else base.to(dtype)).to(device)
+    y = torch.randint(0, NUM_CLASSES, (shape[0],), generator=gen).to(device)
+    return x, y
+
+
 def run(shapes, dtypes, device, repeat, traffic, only=None):
-    rows = []
-    for shape in shapes:
-        for dtype in dtypes:
-            gen = torch.Generator().manual_seed(0)
-            base = torch.rand(shape, generator=gen)
-            x = ((base * 255).round().to(dtype) if dtype == torch.uint8 else base.to(dtype)).to(device)
-            y = torch.randint(0, NUM_CLASSES, (shape[0],), generator=gen).to(device)
-            floor, floor_spread = _summary(time_call(lambda: x.mul_(1), device, repeat))
-            copy_dst = torch.empty_like(x)
-            copy_t, _ = _summary(time_call(lambda: copy_dst.copy_(x), device, repeat))
-            del copy_dst
-            names = list(FASTMIX) + list(peers.PEERS)
-            results = {}
-            for name in names:
-                if only and not any(o in name for o in only):
-                    continue
-                row = dict(candidate=name, shape="x".join(map(str, shape)), dtype=str(dtype).replace("torch.", ""),
-                           device=device.type)
-                try:
-                    fn = (FASTMIX[name][1](x, y, NUM_CLASSES) if name in FASTMIX
-                          else peers.make(name, x, y, NUM_CLASSES))
-                    med, spread = _summary(time_call(fn, device, repeat))
-                    row.update(median_ms=med * 1e3, spread=spread, images_per_s=shape[0] / med,
-                               floor_ratio=med / floor)
-                    if device.type == "cuda" and name in FASTMIX:
-                        # the whole step (sampling included) replayed as one CUDA graph: the GPU's
-                        # own cost, without Python; possible because nothing syncs with the host
-                        import triton.testing
-                        row["graph_ms"] = triton.testing.do_bench_cudagraph(fn)
-                    if traffic and device.type == "cpu":
-                        if name in FASTMIX:
-                            kind, mode = name.split("_")[1:3] if "v2" not in name else (name.split("_")[2], "batch")
-                            row["bytes_vs_pass"] = fastmix_traffic(kind, mode, dtype)
-                        else:
-                            counted = peers.count_traffic(fn)
-                            row["bytes_vs_pass"] = (counted["bytes_read"] + counted["bytes_written"]) / (2 * x.nbytes)
-                except (peers.PeerMissing, peers.PeerUnsupported) as why:
-                    row["missing"] = str(why)
-                results[name] = row
-            for name, row in results.items():
-                twin = FASTMIX[name][0] if name in FASTMIX else PEER_TWIN.get(name)
-                fast = results.get(name if name in FASTMIX else twin, {})
-                if "median_ms" in row and "median_ms" in fast:
-                    row["vs_fastmix"] = row["median_ms"] / fast["median_ms"]
-                row["floor_ms"] = floor * 1e3
-                row["copy_gbps"] = 2 * x.nbytes / copy_t / 1e9
-                if "median_ms" in row:
-                    row["gbps_vs_pass"] = 2 * x.nbytes / (row["median_ms"] / 1e3) / 1e9
-                rows.append(row)
-            del x
-    return rows
+    return [row for shape in shapes for dtype in dtypes
+            for row in run_case(shape, dtype, device, repeat, traffic, only)]
+
+
+def run_case(shape, dtype, device, repeat, traffic, only=None):
+    """Every candidate on one batch (its memory is freed when this returns)."""
+    x, y = make_batch(shape, dtype, device)
+    floor, _ = _summary(time_call(lambda: x.mul_(1), device, repeat))
+    copy_dst = torch.empty_like(x)
+    copy_t, _ = _summary(time_call(lambda: copy_dst.copy_(x), device, repeat))
+    results = {}
+    for name in list(FASTMIX) + list(peers.PEERS):
+        if only and not any(o in name for o in only):
+            continue
+        row = dict(candidate=name, shape="x".join(map(str, shape)), dtype=str(dtype).replace("torch.", ""),
+                   device=device.type, floor_ms=floor * 1e3, copy_gbps=2 * x.nbytes / copy_t / 1e9)
+        try:
+            fn = FASTMIX[name][1](x, y, NUM_CLASSES) if name in FASTMIX else peers.make(name, x, y, NUM_CLASSES)
+            med, spread = _summary(time_call(fn, device, repeat))
+            row.update(median_ms=med * 1e3, spread=spread, images_per_s=shape[0] / med, floor_ratio=med / floor,
+                       gbps_vs_pass=2 * x.nbytes / med / 1e9)
+            if device.type == "cuda" and name in FASTMIX:
+                # the whole step (sampling included) replayed as one CUDA graph: the GPU's own
+                # cost, without Python; possible because nothing syncs with the host
+                import triton.testing
+                row["graph_ms"] = triton.testing.do_bench_cudagraph(fn)
+            if traffic and device.type == "cpu":
+                if name in FASTMIX:   # the kernels' bytes, counted under the interpreter
+                    kind, mode = name.split("_")[1:3] if "v2" not in name else (name.split("_")[2], "batch")
+                    row["bytes_vs_pass"] = fastmix_traffic(kind, mode, dtype)
+                else:
+                    counted = peers.count_traffic(fn)
+                    row["bytes_vs_pass"] = (counted["bytes_read"] + counted["bytes_written"]) / (2 * x.nbytes)
+        except (peers.PeerMissing, peers.PeerUnsupported) as why:
+            row["missing"] = str(why)
+        results[name] = row
+    for name, row in results.items():
+        twin = name if name in FASTMIX else PEER_TWIN.get(name)
+        if "median_ms" in row and "median_ms" in results.get(twin, {}):
+            row["vs_fastmix"] = row["median_ms"] / results[twin]["median_ms"]
+    return list(results.values())
 
 
 def kernel_rows(shapes, dtypes, device):
     """GPU time of the kernels alone: a plan drawn once, then applied inside a CUDA graph (no host
     overhead), as GB/s of the ideal traffic and as a fraction of the device's copy bandwidth."""
+    return [row for shape in shapes for dtype in dtypes for row in kernel_case(shape, dtype, device)]
+
+
+def kernel_case(shape, dtype, device):
     import triton.testing
 
     from fastmix import functional as F
 
+    x, _ = make_batch(shape, dtype, device)
+    copy_dst = torch.empty_like(x)
+    copy_gbps = 2 * x.nbytes / (triton.testing.do_bench_cudagraph(lambda: copy_dst.copy_(x)) / 1e3) / 1e9
+    gen = torch.Generator(device=device).manual_seed(0)
+    batch, size = shape[0], shape[-2:]
+    plans = {
+        "mixup (flip)": F.mixup_cutmix_plan(batch, None, mixup_alpha=1.0, device=device, generator=gen),
+        "mixup (roll)": F.mixup_cutmix_plan(batch, None, mixup_alpha=1.0, pairing="roll", device=device,
+                                            generator=gen),
+        "cutmix batch": F.mixup_cutmix_plan(batch, size, mixup_alpha=0.0, cutmix_alpha=1.0, device=device,
+                                            generator=gen),
+        "switch elem": F.mixup_cutmix_plan(batch, size, mixup_alpha=0.8, cutmix_alpha=1.0, mode="elem",
+                                           device=device, generator=gen),
+        "cutout 1x112": F.cutout_plan(batch, size, length=112, device=device, generator=gen),
+    }
     rows = []
-    for shape in shapes:
-        for dtype in dtypes:
-            gen = torch.Generator(device=device).manual_seed(0)
-            base = torch.rand(shape, device=device, generator=gen)
-            x = (base * 255).round().to(dtype) if dtype == torch.uint8 else base.to(dtype)
-            del base
-            y = torch.empty_like(x)
-            copy_s = triton.testing.do_bench_cudagraph(lambda: y.copy_(x)) / 1e3
-            copy_gbps = 2 * x.nbytes / copy_s / 1e9
-            del y
-            batch, size = shape[0], shape[-2:]
-            plans = {
-                "mixup (flip)": F.mixup_cutmix_plan(batch, None, mixup_alpha=1.0, device=device, generator=gen),
-                "mixup (roll)": F.mixup_cutmix_plan(batch, None, mixup_alpha=1.0, pairing="roll", device=device,
-                                                    generator=gen),
-                "cutmix batch": F.mixup_cutmix_plan(batch, size, mixup_alpha=0.0, cutmix_alpha=1.0, device=device,
-                                                    generator=gen),
-                "switch elem": F.mixup_cutmix_plan(batch, size, mixup_alpha=0.8, cutmix_alpha=1.0, mode="elem",
-                                                   device=device, generator=gen),
-                "cutout 1x112": F.cutout_plan(batch, size, length=112, device=device, generator=gen),
-            }
-            for name, plan in plans.items():
-                ideal = _ideal_bytes(plan, x)
-                secs = triton.testing.do_bench_cudagraph(lambda: F.apply(x, plan)) / 1e3
-                rows.append(dict(kernel=name, shape="x".join(map(str, shape)), dtype=str(dtype).replace("torch.", ""),
-                                 ms=secs * 1e3, gbps=ideal / secs / 1e9, copy_gbps=copy_gbps,
-                                 vs_copy=ideal / secs / 1e9 / copy_gbps, ideal_bytes=ideal))
+    for name, plan in plans.items():
+        ideal = _ideal_bytes(plan, x)
+        secs = triton.testing.do_bench_cudagraph(lambda: F.apply(x, plan)) / 1e3
+        rows.append(dict(kernel=name, shape="x".join(map(str, shape)), dtype=str(dtype).replace("torch.", ""),
+                         ms=secs * 1e3, gbps=ideal / secs / 1e9, copy_gbps=copy_gbps,
+                         vs_copy=ideal / secs / 1e9 / copy_gbps, ideal_bytes=ideal))
     return rows
 
 

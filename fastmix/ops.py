@@ -130,40 +130,42 @@ def _(x, partner, walk, cycle_start, lam_self, lam_partner, box, fill, noise_see
 # out of place, differentiable
 # --------------------------------------------------------------------------------------------
 
-def _dense_layout(x: Tensor, spatial: bool) -> tuple[Tensor, Layout]:
+def _out_of_place(x: Tensor, t: PlanTensors, spatial: bool, pairing: str, what: str) -> Tensor:
+    """``blend`` or ``blend_grad`` into a new tensor with ``x``'s (dense) layout."""
+    if x.numel() == 0:
+        return torch.empty_like(x)
     if not _is_dense(x):
         x = x.contiguous()
-    return x, describe(x, spatial)
+    return _run(x, describe(x, spatial), t, pairing, what, spatial)
+
+
+def _empty_like_dense(x: Tensor) -> Tensor:
+    """What ``_out_of_place`` returns, without running it (the fake implementations)."""
+    return torch.empty_like(x) if _is_dense(x) else torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 @torch.library.custom_op("fastmix::blend", mutates_args=())
 def blend(x: Tensor, partner: Tensor, walk: Tensor, cycle_start: Tensor, lam_self: Tensor, lam_partner: Tensor,
           box: Tensor, fill: Optional[Tensor], noise_seed: Optional[Tensor], spatial: bool, pairing: str) -> Tensor:
     t = _tensors(partner, walk, cycle_start, lam_self, lam_partner, box, fill, noise_seed)
-    if x.numel() == 0:
-        return torch.empty_like(x)
-    x, layout = _dense_layout(x, spatial)
-    return _run(x, layout, t, pairing, "blend", spatial)
+    return _out_of_place(x, t, spatial, pairing, "blend")
 
 
 @blend.register_fake
 def _(x, partner, walk, cycle_start, lam_self, lam_partner, box, fill, noise_seed, spatial, pairing):
-    return torch.empty_like(x) if _is_dense(x) else torch.empty_like(x, memory_format=torch.contiguous_format)
+    return _empty_like_dense(x)
 
 
 @torch.library.custom_op("fastmix::blend_grad", mutates_args=())
 def blend_grad(grad: Tensor, partner: Tensor, walk: Tensor, cycle_start: Tensor, lam_self: Tensor,
                lam_partner: Tensor, box: Tensor, spatial: bool, pairing: str) -> Tensor:
     t = _tensors(partner, walk, cycle_start, lam_self, lam_partner, box, None, None)
-    if grad.numel() == 0:
-        return torch.empty_like(grad)
-    grad, layout = _dense_layout(grad, spatial)
-    return _run(grad, layout, t, pairing, "blend_grad", spatial)
+    return _out_of_place(grad, t, spatial, pairing, "blend_grad")
 
 
 @blend_grad.register_fake
 def _(grad, partner, walk, cycle_start, lam_self, lam_partner, box, spatial, pairing):
-    return torch.empty_like(grad) if _is_dense(grad) else torch.empty_like(grad, memory_format=torch.contiguous_format)
+    return _empty_like_dense(grad)
 
 
 def _blend_setup(ctx, inputs, output):

@@ -59,7 +59,6 @@ def _tool(name: str) -> str:
 
 
 def _blend_source(variant: dict, dtype: str):
-    import triton
     from triton.compiler import ASTSource
 
     from . import blend

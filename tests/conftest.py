@@ -29,6 +29,19 @@ def tolerance(dtype: torch.dtype) -> dict:
     }.get(dtype, dict(atol=0, rtol=0))
 
 
+def assert_close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what: str, exact: bool = False):
+    """Elementwise comparison within ``tolerance(dtype)`` (or exact), naming the first bad element."""
+    if exact:
+        bad = got != want
+    else:
+        tol = tolerance(dtype)
+        bad = (got.double() - want.double()).abs() > tol["atol"] + tol["rtol"] * want.double().abs()
+    if bad.any():
+        idx = tuple(int(i) for i in bad.nonzero()[0])
+        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.numel()} elements differ; first at {idx}: "
+                             f"got {float(got[idx])}, want {float(want[idx])}")
+
+
 @contextlib.contextmanager
 def backend(name: str):
     """Force FASTMIX_BACKEND for the block."""

@@ -3,7 +3,6 @@
 Without CUDA they run under the Triton interpreter on CPU tensors (conftest sets
 TRITON_INTERPRET=1); with CUDA the same tests run the compiled kernels on the GPU.
 """
-import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -14,7 +13,7 @@ from fastmix import ops, reference
 from fastmix.layout import describe
 
 from cases import DTYPES, KINDS, LAYOUTS, PAIRINGS, make_batch, make_plan, spatial
-from conftest import HAS_CUDA, KERNEL_DEVICE, backend, requires_triton, tolerance
+from conftest import HAS_CUDA, KERNEL_DEVICE, assert_close, backend, requires_triton
 
 pytestmark = requires_triton
 
@@ -34,15 +33,7 @@ def _both(x, plan, *, inplace=True):
 
 
 def _check(got, want, dtype, exact, what):
-    if exact:
-        bad = got != want
-    else:
-        tol = tolerance(dtype)
-        bad = (got.double() - want.double()).abs() > tol["atol"] + tol["rtol"] * want.double().abs()
-    if bad.any():
-        idx = tuple(int(i) for i in bad.nonzero()[0])
-        raise AssertionError(f"{what}: {int(bad.sum())} of {bad.numel()} elements differ; first at {idx}: "
-                             f"kernel {float(got[idx])}, reference {float(want[idx])}")
+    assert_close(got, want, dtype, f"{what} (kernel vs reference)", exact)
 
 
 @pytest.mark.parametrize("layout,kind", [(lay, kind) for lay in LAYOUTS for kind in KINDS
@@ -81,7 +72,6 @@ def test_out_of_place_writes_every_element(dtype, gen, monkeypatch):
 
 
 def test_masks_are_copied_and_filled_exactly(gen):
-    images = make_batch("nchw", torch.float32, 6, 3, 9, 9, gen)
     masks = torch.randint(0, 20, (6, 9, 9), generator=gen)
     plan = make_plan("switch_elem", "flip", 6, (9, 9), 3, gen)
     mk, mr = masks.clone().to(KERNEL_DEVICE), masks.clone()

@@ -7,24 +7,13 @@ from fastmix import ops, reference
 from fastmix.layout import describe
 
 from cases import DTYPES, KINDS, LAYOUTS, PAIRINGS, make_batch, make_plan, spatial
-from conftest import backend, tolerance
+from conftest import assert_close, backend
 import oracle
 
 
 def _expected(x, plan):
     want = oracle.blend(x, plan)
     return want.to(x.dtype) if x.dtype != torch.uint8 else want.to(torch.uint8)
-
-
-def _assert_close(got, want, dtype, what):
-    tol = tolerance(dtype)
-    diff = (got.double() - want.double()).abs()
-    bound = tol["atol"] + tol["rtol"] * want.double().abs()
-    bad = diff > bound
-    if bad.any():
-        idx = tuple(int(i) for i in bad.nonzero()[0])
-        raise AssertionError(f"{what}: {int(bad.sum())} elements off; first at {idx}: got {float(got[idx])}, "
-                             f"want {float(want[idx])}")
 
 
 @pytest.mark.parametrize("layout,kind", [(lay, kind) for lay in LAYOUTS for kind in KINDS
@@ -36,7 +25,7 @@ def test_reference_matches_oracle_every_layout_and_kind(layout, kind, gen):
         want = _expected(x, plan)
         with backend("reference"):
             F.apply(x, plan)
-        _assert_close(x, want, torch.float32, f"{layout}/{kind}/B={batch}")
+        assert_close(x, want, torch.float32, f"{layout}/{kind}/B={batch}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -48,7 +37,7 @@ def test_reference_matches_oracle_every_dtype_and_pairing(dtype, pairing, kind, 
     want = _expected(x, plan)
     with backend("reference"):
         F.apply(x, plan)
-    _assert_close(x, want, dtype, f"{kind}/{pairing}/{dtype}")
+    assert_close(x, want, dtype, f"{kind}/{pairing}/{dtype}")
 
 
 def test_copies_and_fills_are_exact(gen):
@@ -103,7 +92,7 @@ def test_generic_device_path_matches_cpu_fast_paths(gen, monkeypatch):
                                     (0, lay.rows, 0, lay.lanes), whole_rows, True, ""))
             F.apply(generic, plan)
         monkeypatch.undo()
-        _assert_close(generic, fast, torch.float32, kind)
+        assert_close(generic, fast, torch.float32, kind)
 
 
 def test_gradient_is_the_transpose(gen):
