@@ -7,8 +7,10 @@ One program owns one tile (a block of rows × lanes of one plane) of one *cycle*
 permutation and walks the cycle row by row: it loads the next row of the cycle before it
 stores the current one, and keeps the cycle's first row in registers for the last step. So
 every byte is read once and written once, no row is read after it was overwritten (any
-permutation, in place), and no two programs touch the same byte. In place, only tiles inside
-the cycle's region bounding box exist, and inside them only region pixels are loaded or stored.
+permutation, in place), and no two programs touch the same byte. In place, a tile that no
+region of its cycle touches returns after a scalar pre-walk, and inside a tile only region
+pixels are loaded or stored. Flip, roll and identity cycles are computed in the kernel; other
+permutations come as a table (``walk``, ``cycle_start``) from ``fastmix.plan.cycles_of``.
 
 The sample layout (planes × rows × unit-stride lanes) is described in ``fastmix/layout.py``.
 """
