@@ -91,15 +91,18 @@ class _Facts(NamedTuple):
     row_uniform: bool                   # every region is the whole extent or empty
     has_partner: bool                   # some row draws from its partner
     lerp: str                           # "partner": a + b == 1 everywhere; "fill": a + c == 1; else ""
+    convex: bool                        # every partner weight is in [0, 1] (uint8 results need no clamp)
 
 
 def _facts(t: PlanTensors, lay: Layout, x: torch.Tensor, full_extent: bool, whole_rows: bool = False) -> _Facts:
     whole = (0, lay.rows, 0, lay.lanes)
     if x.device.type != "cpu":
-        return _Facts(whole, whole_rows, True, "")
+        return _Facts(whole, whole_rows, True, "", False)
+    a, b = t.lam_self.double(), t.lam_partner.double()
+    convex = ((b >= 0) & (b <= 1)).all().long()
     if whole_rows:  # every region is the whole sample or empty: only the weights need a look
-        a, b = t.lam_self.double(), t.lam_partner.double()
-        return _Facts(whole, True, True, "partner" if bool((a + b == 1).all()) else "")
+        exact, convex = torch.stack([(a + b == 1).all().long(), convex]).tolist()
+        return _Facts(whole, True, True, "partner" if exact else "", bool(convex))
     y0, y1, x0, x1 = (v[..., 0] for v in _clipped_boxes(t.box, lay))   # (B, N) each
     live = (y0 < y1) & (x0 < x1)
     row_live = live.any(1)
@@ -108,13 +111,12 @@ def _facts(t: PlanTensors, lay: Layout, x: torch.Tensor, full_extent: bool, whol
     x0_ext = torch.where(live, x0, lay.lanes).amin()
     x1_ext = torch.where(live, x1, 0).amax()
     covers = (y0[:, 0] == y0_ext) & (y1[:, 0] == y1_ext) & (x0[:, 0] == x0_ext) & (x1[:, 0] == x1_ext)
-    a, b = t.lam_self.double(), t.lam_partner.double()
     idle = ~row_live
     # one host read for everything (free on CPU): nothing here touches pixels
     facts = torch.stack([
         y0_ext, y1_ext, x0_ext, x1_ext, row_live.any().long(), (covers | idle).all().long(),
         ((b != 0) & row_live & (t.partner != torch.arange(lay.batch))).any().long(),
-        ((a + b == 1) | idle).all().long(), ((b == 0) | idle).all().long()]).tolist()
+        ((a + b == 1) | idle).all().long(), ((b == 0) | idle).all().long(), convex]).tolist()
     extent = whole if full_extent else tuple(facts[:4]) if facts[4] else (0, 0, 0, 0)
     # rows are uniform over the walked extent only if each live box *is* that extent (out of
     # place walks the whole sample, so one shared box is not enough there)
@@ -122,7 +124,7 @@ def _facts(t: PlanTensors, lay: Layout, x: torch.Tensor, full_extent: bool, whol
                                                                or not facts[4])
     has_fill = t.fill is not None or t.noise_seed is not None
     lerp = "partner" if facts[7] else ("fill" if has_fill and facts[8] else "")
-    return _Facts(extent, row_uniform, bool(facts[6]), lerp)
+    return _Facts(extent, row_uniform, bool(facts[6]), lerp, bool(facts[9]))
 
 
 def _clipped_boxes(box: torch.Tensor, lay: Layout):
@@ -213,7 +215,6 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, fu
             live = ((boxes[0] < boxes[1]) & (boxes[2] < boxes[3])).any(1).view(shape).to(cdt)
         row_weights = (1.0 + live * (a - 1.0) if need_a else None, live * b if need_b else None,
                        live * c if need_c else None)
-    blended_convex = src.device.type == "cpu" and bool(((t.lam_partner >= 0) & (t.lam_partner <= 1)).all())
     chunks = list(_chunks(lay, facts.extent))
     largest = max(((r1 - r0) * (l1 - l0) for r0, r1, l0, l1 in chunks), default=0) * lay.batch * lay.planes
     gathered = _scratch(largest if facts.has_partner else 0, src.dtype, device, "gathered")
@@ -263,7 +264,7 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, fu
                 val.addcmul_(fill, weight_c)
         if src.dtype == torch.uint8:
             val.round_()
-            if facts.lerp != "partner" or not blended_convex:   # a convex blend of 0..255 stays in range
+            if facts.lerp != "partner" or not facts.convex:   # a convex blend of 0..255 stays in range
                 val.clamp_(0, 255)
         if val is not out:
             out.copy_(val)
@@ -391,10 +392,6 @@ def noise_counter(lay: Layout, rows: torch.Tensor, lanes: torch.Tensor) -> torch
     else:
         logical = (plane * lay.rows + r) * lay.lanes + lane
     return sample + logical
-
-
-def normal_noise(seed: torch.Tensor, lay: Layout, rows: torch.Tensor, lanes: torch.Tensor) -> torch.Tensor:
-    return normal_from_counter(seed.reshape(()), noise_counter(lay, rows, lanes))
 
 
 # --------------------------------------------------------------------------------------------

@@ -207,10 +207,6 @@ def _blend_kernel(
         if hit:
             # the first row of the cycle stays in registers for the last step (its partner)
             row_first = _walk_row(walk_ptr, start, j, 0, B, WALK)
-            if TRANSPOSE:  # the gradient walks the cycle backwards: w0, w[L-1], ..., w1
-                row_last = _walk_row(walk_ptr, start, j, 1 % length, B, WALK)
-            else:
-                row_last = _walk_row(walk_ptr, start, j, length - 1, B, WALK)
             reg_first, body_first = _row_region(box_ptr, row_first, rows, lanes, inside, R, WB, K, NB, VEC, WHOLE_ROWS)
             a_first = tl.load(lam_self_ptr + row_first)
             b_first = tl.load(lam_partner_ptr + row_first)
@@ -218,7 +214,9 @@ def _blend_kernel(
             if WHOLE:
                 first = tl.load(ptr_first, mask=inside)
             else:
-                # needed as itself (a != 0) or as the partner of the cycle's last row (b != 0)
+                # needed as itself (a != 0) or as the partner of the cycle's last row (b != 0);
+                # in place is never the (backwards-walking) gradient, so the last row is w[L-1]
+                row_last = _walk_row(walk_ptr, start, j, length - 1, B, WALK)
                 reg_last, body_last = _row_region(box_ptr, row_last, rows, lanes, inside, R, WB, K, NB, VEC, WHOLE_ROWS)
                 b_last = tl.load(lam_partner_ptr + row_last)
                 body = _gated(body_first, a_first) | _gated(body_last, b_last)

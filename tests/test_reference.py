@@ -89,7 +89,7 @@ def test_generic_device_path_matches_cpu_fast_paths(gen, monkeypatch):
             F.apply(fast, plan)
             monkeypatch.setattr(reference, "_facts",
                                 lambda t, lay, src, full, whole_rows=False: reference._Facts(
-                                    (0, lay.rows, 0, lay.lanes), whole_rows, True, ""))
+                                    (0, lay.rows, 0, lay.lanes), whole_rows, True, "", False))
             F.apply(generic, plan)
         monkeypatch.undo()
         assert_close(generic, fast, torch.float32, kind)
