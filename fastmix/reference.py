@@ -71,17 +71,19 @@ def _view4(x: torch.Tensor, lay: Layout) -> torch.Tensor:
 
 
 def _gather_rows(own: torch.Tensor, partner: torch.Tensor, lay: Layout, scratch: torch.Tensor) -> torch.Tensor:
-    """``own[partner]`` for a ``(B, P, rows, lanes)`` chunk, written into (a prefix of) ``scratch``.
+    """``own[partner]`` for a ``(B, P, rows, lanes)`` chunk (``partner``: any row indices), written
+    into (a prefix of) ``scratch``.
 
     Whole rows of a dense plane are gathered as one lane run, which lets ``index_select`` copy
     with ``memcpy`` instead of element by element (4-5x faster on CPU). Reusing one scratch
     buffer per call avoids fresh pages (and their faults) for every chunk.
     """
-    out = scratch[:own.numel()]
+    shape = (partner.numel(),) + tuple(own.shape[1:])
+    out = scratch[:shape[0] * own[0].numel()]
     if own.shape[-1] == lay.lanes and lay.stride_row == lay.lanes:
         merged = own.reshape(own.shape[0], own.shape[1], -1)   # a view: rows are contiguous
-        return torch.index_select(merged, 0, partner, out=out.view(merged.shape)).view(own.shape)
-    return torch.index_select(own, 0, partner, out=out.view(own.shape))
+        return torch.index_select(merged, 0, partner, out=out.view(shape[:2] + (-1,))).view(shape)
+    return torch.index_select(own, 0, partner, out=out.view(shape))
 
 
 class _Facts(NamedTuple):
@@ -94,7 +96,9 @@ class _Facts(NamedTuple):
     convex: bool                        # every partner weight is in [0, 1] (uint8 results need no clamp)
 
 
-def _facts(t: PlanTensors, lay: Layout, x: torch.Tensor, full_extent: bool, whole_rows: bool = False) -> _Facts:
+def _facts(t: PlanTensors, lay: Layout, x: torch.Tensor, full_extent: bool, whole_rows: bool, boxes) -> _Facts:
+    """What :class:`_Facts` says of this plan; ``boxes`` are its :func:`_clipped_boxes` (None with
+    ``whole_rows``)."""
     whole = (0, lay.rows, 0, lay.lanes)
     if x.device.type != "cpu":
         return _Facts(whole, whole_rows, True, "", False)
@@ -103,7 +107,7 @@ def _facts(t: PlanTensors, lay: Layout, x: torch.Tensor, full_extent: bool, whol
     if whole_rows:  # every region is the whole sample or empty: only the weights need a look
         exact, convex = torch.stack([(a + b == 1).all().long(), convex]).tolist()
         return _Facts(whole, True, True, "partner" if exact else "", bool(convex))
-    y0, y1, x0, x1 = (v[..., 0] for v in _clipped_boxes(t.box, lay))   # (B, N) each
+    y0, y1, x0, x1 = (v[..., 0] for v in boxes)   # (B, N) each
     live = (y0 < y1) & (x0 < x1)
     row_live = live.any(1)
     y0_ext = torch.where(live, y0, lay.rows).amin()
@@ -182,7 +186,7 @@ def _fill(t: PlanTensors, lay: Layout, rows: torch.Tensor, lanes: torch.Tensor, 
 
 
 def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, full_extent: bool,
-           whole_rows: bool = False) -> None:
+           whole_rows: bool = False, pairing: str = "perm") -> None:
     """Write the blend of ``src`` into ``dst`` chunk by chunk (``dst`` may be ``src``).
 
     Inside a sample's region ``val = a * own + b * other + c * fill`` (c = 1 - a - b), outside
@@ -193,7 +197,13 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, fu
     exactly, so copies and fills stay bit-exact. Weights are per row when every region covers
     the chunk, else per element.
     """
-    facts = _facts(t, lay, src, full_extent, whole_rows)
+    boxes = None if whole_rows else _clipped_boxes(t.box, lay)
+    facts = _facts(t, lay, src, full_extent, whole_rows, boxes)
+    if (pairing == "flip" and facts.lerp == "partner" and facts.has_partner and _is_blended(src.dtype)
+            and t.fill is None and t.noise_seed is None and len(_pair_blocks(lay.batch, _extent_numel(lay, facts))) > 1):
+        # a batch that fits one block is one chunk of the general path too, which costs fewer ops
+        _apply_flip_pairs(src, dst, lay, t, facts, boxes)
+        return
     sv, dv = _view4(src, lay), _view4(dst, lay)
     device = src.device
     blended = _is_blended(src.dtype)
@@ -207,7 +217,6 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, fu
     a = t.lam_self.view(shape).to(cdt) if need_a else None
     b = t.lam_partner.view(shape).to(cdt) if need_b else None
     c = (1.0 - t.lam_self - t.lam_partner).view(shape).to(cdt) if need_c else None
-    boxes = None if whole_rows else _clipped_boxes(t.box, lay)
     if facts.row_uniform:
         if whole_rows:   # regions are whole samples or empty: the first box says which
             live = (t.box[:, :, 0] < t.box[:, :, 1]).any(1).view(shape).to(cdt)
@@ -270,6 +279,107 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, fu
             out.copy_(val)
 
 
+# Elements of one pair block (both halves): a block, its gathered partners and their float32
+# staging stay in L2/L3 (at 3x224x224 float32 a block is one pair, 1.2 MB).
+PAIR_BLOCK_ELEMENTS = 1 << 19
+
+
+def _extent_numel(lay: Layout, facts: _Facts) -> int:
+    y0, y1, x0, x1 = facts.extent
+    return lay.planes * max(y1 - y0, 0) * max(x1 - x0, 0)
+
+
+def _pair_blocks(batch: int, per_sample: int):
+    """Blocks of flip pairs, each ``(i, k)``: samples ``i..i+k`` and their partners
+    ``B-i-k..B-i``, about PAIR_BLOCK_ELEMENTS each; a batch that fits twice over is one block."""
+    half = batch // 2
+    if half == 0:
+        return []
+    k = half if batch * per_sample <= 2 * PAIR_BLOCK_ELEMENTS else max(1, PAIR_BLOCK_ELEMENTS // (2 * per_sample))
+    return [(i, min(k, half - i)) for i in range(0, half, k)]
+
+
+def _apply_flip_pairs(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, facts: _Facts,
+                      boxes) -> None:
+    """Flip pairing (``partner[i] = B-1-i``) with ``a + b == 1``: Mixup and CutMix, every mode.
+
+    Sample ``i`` and its partner ``j = B-1-i`` only read each other, so the batch is walked in
+    blocks of pairs: samples ``i..i+k`` and ``j-k+1..j`` are one strided view ``(2, k, ...)``,
+    their partners are gathered into a cached buffer with one ``index_select``, and one ``lerp``
+    writes the block. Each image is read from memory once and written once (the general path
+    gathers into a separate pass), with two ops per block: a batch of small images is one block.
+    The middle sample of an odd batch is its own partner; ``lerp(x, x, w) == x``, so it is left.
+    Results are the general path's, bit for bit (same ``lerp`` on the same weights).
+    """
+    y0, y1, x0, x1 = facts.extent
+    if y0 >= y1 or x0 >= x1:
+        return
+    rows, lanes = y1 - y0, x1 - x0
+    per_sample = _extent_numel(lay, facts)
+    blocks = _pair_blocks(lay.batch, per_sample)
+    order = []
+    for i, k in blocks:   # block order: samples i..i+k, then B-i-k..B-i
+        order.extend(range(i, i + k))
+        order.extend(range(lay.batch - i - k, lay.batch - i))
+    device = src.device
+    order = torch.tensor(order, device=device)
+    partners = (lay.batch - 1) - order
+    cdt = _compute_dtype(src.dtype)
+    b = t.lam_partner.to(cdt).index_select(0, order)
+    if facts.row_uniform:
+        if boxes is None:   # whole rows
+            live = (t.box[:, :, 0] < t.box[:, :, 1]).any(1)
+        else:
+            cy0, cy1, cx0, cx1 = boxes
+            live = ((cy0 < cy1) & (cx0 < cx1)).any(1).view(-1)
+        weights = (b * live.index_select(0, order).to(cdt)).view(-1, 1, 1, 1)
+        boxes = None
+    else:
+        boxes = tuple(v.index_select(0, order) for v in boxes)
+        row_index = torch.arange(y0, y1, device=device)
+        lane_index = torch.arange(x0, x1, device=device)
+        b = b.view(-1, 1, 1, 1)
+    largest = 2 * max(k for _, k in blocks) * per_sample
+    gathered = _scratch(largest, src.dtype, device, "gathered")
+    staged = _scratch(largest if src.dtype != cdt else 0, cdt, device, "staged")
+    other_staged = _scratch(largest if src.dtype != cdt else 0, cdt, device, "other_staged")
+    sample_shape = (lay.planes, rows, lanes)
+    sample_strides = (lay.stride_plane, lay.stride_row, 1)
+    own_all = _view4(src, lay)[:, :, y0:y1, x0:x1]
+    start = 0
+    for i, k in blocks:
+        n = 2 * k
+        gap = (lay.batch - 2 * i - k) * lay.stride_batch
+        size = (2, k) + sample_shape
+        strides = (gap, lay.stride_batch) + sample_strides
+        offset = i * lay.stride_batch + y0 * lay.stride_row + x0
+        own = src.as_strided(size, strides, src.storage_offset() + offset)
+        out = own if dst is src else dst.as_strided(size, strides, dst.storage_offset() + offset)
+        other = _gather_rows(own_all, partners[start:start + n], lay, gathered).view(size)
+        if boxes is None:
+            weight = weights[start:start + n].view(2, k, 1, 1, 1)
+        else:
+            block_boxes = tuple(v[start:start + n] for v in boxes)
+            weight = (_region(block_boxes, row_index, lane_index, cdt) * b[start:start + n]).view(2, k, 1, rows, lanes)
+        start += n
+        if src.dtype == cdt:
+            if out is own:
+                own.lerp_(other, weight)
+            else:
+                torch.lerp(own, other, weight, out=out)
+            continue
+        val = staged[:own.numel()].view(size).copy_(own)
+        val.lerp_(other_staged[:other.numel()].view(size).copy_(other), weight)
+        if src.dtype == torch.uint8:
+            val.round_()
+            if not facts.convex:
+                val.clamp_(0, 255)
+        out.copy_(val)
+    if dst is not src and lay.batch % 2:   # out of place, the middle sample is copied
+        mid = lay.batch // 2
+        _view4(dst, lay)[mid].copy_(_view4(src, lay)[mid])
+
+
 def _select(own, out, other, weight_a, weight_b, t) -> None:
     """Integer masks: inside a region copy the partner (b != 0), keep (a != 0) or fill; exact."""
     take_other = weight_b != 0 if weight_b is not None else torch.zeros((), dtype=torch.bool, device=own.device)
@@ -279,20 +389,20 @@ def _select(own, out, other, weight_a, weight_b, t) -> None:
     out.copy_(torch.where(take_other, src_other, torch.where(keep, own, fill)))
 
 
-def blend_(x: torch.Tensor, lay: Layout, t: PlanTensors, whole_rows: bool = False) -> None:
+def blend_(x: torch.Tensor, lay: Layout, t: PlanTensors, whole_rows: bool = False, pairing: str = "perm") -> None:
     """Apply the plan to ``x`` in place. ``x`` is described by ``lay`` (see :mod:`fastmix.layout`);
     ``whole_rows`` promises every region is a whole sample or empty (plans without boxes)."""
     if lay.batch == 0 or lay.sample_numel == 0:
         return
-    _apply(x, x, lay, t, full_extent=False, whole_rows=whole_rows)
+    _apply(x, x, lay, t, full_extent=False, whole_rows=whole_rows, pairing=pairing)
 
 
-def blend(x: torch.Tensor, lay: Layout, t: PlanTensors, whole_rows: bool = False) -> torch.Tensor:
+def blend(x: torch.Tensor, lay: Layout, t: PlanTensors, whole_rows: bool = False, pairing: str = "perm") -> torch.Tensor:
     """Out-of-place blend: a new tensor (same layout as ``x``); ``x`` is not modified."""
     out = torch.empty_like(x)
     if lay.batch == 0 or lay.sample_numel == 0:
         return out
-    _apply(x, out, lay, t, full_extent=True, whole_rows=whole_rows)
+    _apply(x, out, lay, t, full_extent=True, whole_rows=whole_rows, pairing=pairing)
     return out
 
 

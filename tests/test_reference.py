@@ -88,7 +88,7 @@ def test_generic_device_path_matches_cpu_fast_paths(gen, monkeypatch):
         with backend("reference"):
             F.apply(fast, plan)
             monkeypatch.setattr(reference, "_facts",
-                                lambda t, lay, src, full, whole_rows=False: reference._Facts(
+                                lambda t, lay, src, full, whole_rows, boxes: reference._Facts(
                                     (0, lay.rows, 0, lay.lanes), whole_rows, True, "", False))
             F.apply(generic, plan)
         monkeypatch.undo()
@@ -140,3 +140,45 @@ def test_noise_is_the_same_whatever_the_layout(gen):
         F.apply(b, plan)
     assert torch.equal(a, b)
     assert not torch.equal(a, x), "nothing was erased"
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16, torch.uint8))
+@pytest.mark.parametrize("layout", ("nchw", "nhwc", "crop"))
+@pytest.mark.parametrize("kind", ("mixup", "cutmix", "switch_elem", "cutmix_batch"))
+@pytest.mark.parametrize("batch", (7, 8))
+def test_flip_pair_blocks_match_the_general_path_bit_for_bit(dtype, layout, kind, batch, gen, monkeypatch):
+    """Flip pairs are blended a block of pairs at a time; with blocks of 1-2 pairs (and a short
+    last block) the result equals the oracle and, exactly, the general path on the same plan."""
+    monkeypatch.setattr(reference, "PAIR_BLOCK_ELEMENTS", 1)   # one pair per block
+    calls = []
+    pair_path = reference._apply_flip_pairs
+    monkeypatch.setattr(reference, "_apply_flip_pairs", lambda *a: calls.append(1) or pair_path(*a))
+    x = make_batch(layout, dtype, batch, 3, 6, 10, gen)
+    if kind == "cutmix_batch":   # one box for the batch: the walked extent is that box
+        plan = F.mixup_cutmix_plan(batch, (6, 10), mixup_alpha=0.0, cutmix_alpha=1.0, mode="batch", generator=gen)
+    else:
+        plan = make_plan(kind, "flip", batch, (6, 10), 3, gen)
+    assert plan.pairing == "flip"
+    t = reference.PlanTensors(*ops.plan_tensors(plan, with_cycles=False))
+    lay = describe(x, True)
+    assert len(reference._pair_blocks(batch, 3 * 6 * 10)) == batch // 2
+    for inplace in (True, False):
+        if inplace:
+            general, paired = _same_strides(x), _same_strides(x)
+            reference.blend_(general, lay, t, pairing="perm")
+            reference.blend_(paired, lay, t, pairing="flip")
+        else:   # out of place takes dense inputs (fastmix.ops makes a crop contiguous first)
+            dense = x.contiguous(memory_format=torch.channels_last) if layout == "nhwc" else x.contiguous()
+            dense_lay = describe(dense, True)
+            general = reference.blend(dense, dense_lay, t, pairing="perm")
+            paired = reference.blend(dense, dense_lay, t, pairing="flip")
+        assert torch.equal(paired, general), f"{kind}/{layout}/{dtype}/inplace={inplace}"
+        assert calls, "the flip plan did not take the pair-block path"
+        calls.clear()
+        assert_close(paired, _expected(x, plan), dtype, f"{kind}/{layout}/{dtype}")
+
+
+def _same_strides(x):
+    """A copy of ``x`` with its strides and storage offset (``clone`` would densify a crop)."""
+    storage = torch.empty(x.untyped_storage().nbytes() // x.element_size(), dtype=x.dtype)
+    return storage.as_strided(x.size(), x.stride(), x.storage_offset()).copy_(x)
