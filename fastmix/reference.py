@@ -335,6 +335,7 @@ def _apply_flip_pairs(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: Plan
     partners = (lay.batch - 1) - order
     cdt = _compute_dtype(src.dtype)
     b = t.lam_partner.to(cdt).index_select(0, order)
+    natural_boxes = boxes
     if facts.row_uniform:
         if boxes is None:   # whole rows
             live = (t.box[:, :, 0] < t.box[:, :, 1]).any(1)
@@ -355,22 +356,8 @@ def _apply_flip_pairs(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: Plan
     sample_shape = (lay.planes, rows, lanes)
     sample_strides = (lay.stride_plane, lay.stride_row, 1)
     own_all = _view4(src, lay)[:, :, y0:y1, x0:x1]
-    if dst is src and src.dtype == cdt and all(k == 1 for _, k in blocks):
-        # one pair per block in place: save p, p.lerp_(q), q.lerp_(saved); views made in bulk
-        # (unbind), as a dozen Python-made views per pair cost more than the pair's arithmetic
-        samples = own_all.unbind(0)
-        saved = gathered[:per_sample].view(sample_shape)
-        sample_weights = weights.unbind(0) if boxes is None else None   # in block order: p, q, p, q, ...
-        for pair, (i, _) in enumerate(blocks):
-            if sample_weights is None:
-                block_boxes = tuple(v[2 * pair:2 * pair + 2] for v in boxes)
-                wp, wq = (_region(block_boxes, row_index, lane_index, cdt) * b[2 * pair:2 * pair + 2]).unbind(0)
-            else:
-                wp, wq = sample_weights[2 * pair], sample_weights[2 * pair + 1]
-            p, q = samples[i], samples[lay.batch - 1 - i]
-            saved.copy_(p)
-            p.lerp_(q, wp)
-            q.lerp_(saved, wq)
+    if dst is src and src.dtype == cdt and all(k == 1 for _, k in blocks) and t.box.shape[1] == 1:
+        _flip_pairs_one_by_one(src, lay, t, natural_boxes, order)
         return
     start = 0
     for i, k in blocks:
@@ -404,6 +391,56 @@ def _apply_flip_pairs(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: Plan
     if dst is not src and lay.batch % 2:   # out of place, the middle sample is copied
         mid = lay.batch // 2
         _view4(dst, lay)[mid].copy_(_view4(src, lay)[mid])
+
+
+def _flip_pairs_one_by_one(x: torch.Tensor, lay: Layout, t: PlanTensors, boxes, order: torch.Tensor) -> None:
+    """Large float samples in place, one flip pair ``(p, q)`` at a time, in three ops: save the
+    part of ``p`` that ``q`` takes, ``p[box_p].lerp_(q[box_p], b_p)``, ``q[box_q].lerp_(saved, b_q)``.
+
+    This overlaps memory reads and writes better than gather-then-lerp (at 3x224x224 float32:
+    1.55x one ``x.mul_(1)`` pass against 1.75x), and touches only the boxes: the weights and
+    boxes are read to the host once (free on CPU) and become Python scalars and slices, so no
+    per-pixel weight map is built. ``order`` lists the pairs' samples as ``p, q, p, q, ...``.
+    Same ``lerp``, same weights: the general path's results bit for bit.
+    """
+    cdt = _compute_dtype(x.dtype)
+    weight = t.lam_partner.to(cdt).index_select(0, order)
+    if boxes is None:   # whole samples: a region is all of it or nothing
+        y0 = torch.zeros_like(order)
+        y1 = torch.where((t.box[:, 0, 0] < t.box[:, 0, 1]).index_select(0, order), lay.rows, 0)
+        x0, x1 = y0, torch.full_like(order, lay.lanes)
+    else:
+        y0, y1, x0, x1 = (v[:, 0, 0].index_select(0, order) for v in boxes)
+    weights = weight.tolist()
+    spans = torch.stack([y0, y1, x0, x1, order], 1).tolist()   # ints: boxes and sample indices
+    base = x.storage_offset()
+    samples = _view4(x, lay).unbind(0)   # whole-sample views in one op (a Python-made view is ~5 us)
+    saved = _scratch(lay.sample_numel, x.dtype, x.device, "gathered")
+    saved_whole = saved.view(lay.planes, lay.rows, lay.lanes)
+    whole = [0, lay.rows, 0, lay.lanes]
+
+    def region(sample: int, span) -> torch.Tensor:
+        if span[:4] == whole:
+            return samples[sample]
+        y0, y1, x0, x1 = span[:4]
+        return x.as_strided((lay.planes, y1 - y0, x1 - x0), (lay.stride_plane, lay.stride_row, 1),
+                            base + sample * lay.stride_batch + y0 * lay.stride_row + x0)
+
+    for pair in range(len(spans) // 2):
+        b_p, b_q = weights[2 * pair], weights[2 * pair + 1]
+        span_p, span_q = spans[2 * pair], spans[2 * pair + 1]
+        i = span_p[4]
+        j = lay.batch - 1 - i
+        p_live = b_p != 0 and span_p[0] < span_p[1] and span_p[2] < span_p[3]
+        q_live = b_q != 0 and span_q[0] < span_q[1] and span_q[2] < span_q[3]
+        if q_live:   # what q takes from p, before p changes
+            taken = region(i, span_q)
+            kept = (saved_whole if taken.numel() == lay.sample_numel else
+                    saved[:taken.numel()].view(taken.shape)).copy_(taken)
+        if p_live:
+            region(i, span_p).lerp_(region(j, span_p), b_p)
+        if q_live:
+            region(j, span_q).lerp_(kept, b_q)
 
 
 def _select(own, out, other, weight_a, weight_b, t) -> None:
