@@ -356,8 +356,8 @@ def _apply_flip_pairs(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: Plan
     sample_shape = (lay.planes, rows, lanes)
     sample_strides = (lay.stride_plane, lay.stride_row, 1)
     own_all = _view4(src, lay)[:, :, y0:y1, x0:x1]
-    if dst is src and src.dtype == cdt and all(k == 1 for _, k in blocks) and t.box.shape[1] == 1:
-        _flip_pairs_one_by_one(src, lay, t, natural_boxes, order)
+    if dst is src and all(k == 1 for _, k in blocks) and t.box.shape[1] == 1:
+        _flip_pairs_one_by_one(src, lay, t, natural_boxes, order, facts.convex)
         return
     start = 0
     for i, k in blocks:
@@ -393,17 +393,22 @@ def _apply_flip_pairs(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: Plan
         _view4(dst, lay)[mid].copy_(_view4(src, lay)[mid])
 
 
-def _flip_pairs_one_by_one(x: torch.Tensor, lay: Layout, t: PlanTensors, boxes, order: torch.Tensor) -> None:
-    """Large float samples in place, one flip pair ``(p, q)`` at a time, in three ops: save the
-    part of ``p`` that ``q`` takes, ``p[box_p].lerp_(q[box_p], b_p)``, ``q[box_q].lerp_(saved, b_q)``.
+def _flip_pairs_one_by_one(x: torch.Tensor, lay: Layout, t: PlanTensors, boxes, order: torch.Tensor,
+                           convex: bool) -> None:
+    """Large samples in place, one flip pair ``(p, q)`` at a time: save the part of ``p`` that
+    ``q`` takes, ``p[box_p].lerp_(q[box_p], b_p)``, ``q[box_q].lerp_(saved, b_q)``.
 
-    This overlaps memory reads and writes better than gather-then-lerp (at 3x224x224 float32:
-    1.55x one ``x.mul_(1)`` pass against 1.75x), and touches only the boxes: the weights and
-    boxes are read to the host once (free on CPU) and become Python scalars and slices, so no
-    per-pixel weight map is built. ``order`` lists the pairs' samples as ``p, q, p, q, ...``.
+    Three ops a pair in float32/64. This overlaps memory reads and writes better than
+    gather-then-lerp (at 3x224x224 float32 1.5x one ``x.mul_(1)`` pass against 1.75x:
+    ``benchmarks/cpu_floor.py``), and touches only the boxes: the weights and boxes are read to
+    the host once (free on CPU) and become Python scalars and views, so no per-pixel weight map
+    is built. 16-bit and uint8 boxes are widened into float32 buffers, blended and narrowed back
+    (rounded half to even, clamped unless every weight is convex), a widened box reused where
+    both samples' boxes coincide. ``order`` lists the pairs' samples as ``p, q, p, q, ...``.
     Same ``lerp``, same weights: the general path's results bit for bit.
     """
     cdt = _compute_dtype(x.dtype)
+    narrow = x.dtype != cdt
     weight = t.lam_partner.to(cdt).index_select(0, order)
     if boxes is None:   # whole samples: a region is all of it or nothing
         y0 = torch.zeros_like(order)
@@ -415,9 +420,11 @@ def _flip_pairs_one_by_one(x: torch.Tensor, lay: Layout, t: PlanTensors, boxes, 
     spans = torch.stack([y0, y1, x0, x1, order], 1).tolist()   # ints: boxes and sample indices
     base = x.storage_offset()
     samples = _view4(x, lay).unbind(0)   # whole-sample views in one op (a Python-made view is ~5 us)
-    saved = _scratch(lay.sample_numel, x.dtype, x.device, "gathered")
-    saved_whole = saved.view(lay.planes, lay.rows, lay.lanes)
     whole = [0, lay.rows, 0, lay.lanes]
+    whole_shape = (lay.planes, lay.rows, lay.lanes)
+    buffers = {slot: _scratch(lay.sample_numel if narrow or slot == "pair_saved" else 0, cdt, x.device, slot)
+               for slot in ("pair_saved", "pair_own", "pair_other")}
+    whole_buffers = {slot: buf.view(whole_shape) for slot, buf in buffers.items() if buf.numel()}
 
     def region(sample: int, span) -> torch.Tensor:
         if span[:4] == whole:
@@ -426,6 +433,19 @@ def _flip_pairs_one_by_one(x: torch.Tensor, lay: Layout, t: PlanTensors, boxes, 
         return x.as_strided((lay.planes, y1 - y0, x1 - x0), (lay.stride_plane, lay.stride_row, 1),
                             base + sample * lay.stride_batch + y0 * lay.stride_row + x0)
 
+    def staged(slot: str, like: torch.Tensor) -> torch.Tensor:
+        """A ``cdt`` buffer shaped like ``like``, holding a copy of it (widened for narrow dtypes)."""
+        if like.numel() == lay.sample_numel:
+            return whole_buffers[slot].copy_(like)
+        return buffers[slot][:like.numel()].view(like.shape).copy_(like)
+
+    def store(val: torch.Tensor, target: torch.Tensor) -> None:
+        if x.dtype == torch.uint8:
+            val.round_()
+            if not convex:
+                val.clamp_(0, 255)
+        target.copy_(val)
+
     for pair in range(len(spans) // 2):
         b_p, b_q = weights[2 * pair], weights[2 * pair + 1]
         span_p, span_q = spans[2 * pair], spans[2 * pair + 1]
@@ -433,14 +453,28 @@ def _flip_pairs_one_by_one(x: torch.Tensor, lay: Layout, t: PlanTensors, boxes, 
         j = lay.batch - 1 - i
         p_live = b_p != 0 and span_p[0] < span_p[1] and span_p[2] < span_p[3]
         q_live = b_q != 0 and span_q[0] < span_q[1] and span_q[2] < span_q[3]
+        same = span_p[:4] == span_q[:4]
         if q_live:   # what q takes from p, before p changes
-            taken = region(i, span_q)
-            kept = (saved_whole if taken.numel() == lay.sample_numel else
-                    saved[:taken.numel()].view(taken.shape)).copy_(taken)
+            kept = staged("pair_saved", region(i, span_q))
         if p_live:
-            region(i, span_p).lerp_(region(j, span_p), b_p)
+            target, other = region(i, span_p), region(j, span_p)
+            if not narrow:
+                target.lerp_(other, b_p)
+            else:
+                other = staged("pair_other", other)   # q's box, widened: q's own values below when same
+                if q_live and same:
+                    val = torch.lerp(kept, other, b_p, out=whole_buffers["pair_own"] if kept.numel() ==
+                                     lay.sample_numel else buffers["pair_own"][:kept.numel()].view(kept.shape))
+                else:
+                    val = staged("pair_own", target).lerp_(other, b_p)
+                store(val, target)
         if q_live:
-            region(j, span_q).lerp_(kept, b_q)
+            target = region(j, span_q)
+            if not narrow:
+                target.lerp_(kept, b_q)
+            else:
+                val = other if p_live and same else staged("pair_other", target)
+                store(val.lerp_(kept, b_q), target)
 
 
 def _select(own, out, other, weight_a, weight_b, t) -> None:
