@@ -199,6 +199,10 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, fu
     """
     boxes = None if whole_rows else _clipped_boxes(t.box, lay)
     facts = _facts(t, lay, src, full_extent, whole_rows, boxes)
+    if (dst is src and facts.lerp == "partner" and facts.has_partner and _is_blended(src.dtype)
+            and t.fill is None and t.noise_seed is None and t.box.shape[1] == 1
+            and _extent_numel(lay, facts) >= WALK_ELEMENTS and _walk_cycles(src, lay, t, boxes, facts.convex)):
+        return
     if (pairing == "flip" and facts.lerp == "partner" and facts.has_partner and _is_blended(src.dtype)
             and t.fill is None and t.noise_seed is None and len(_pair_blocks(lay.batch, _extent_numel(lay, facts))) > 1):
         # a batch that fits one block is one chunk of the general path too, which costs fewer ops
@@ -280,9 +284,10 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, fu
 
 
 # Elements of one pair block (both halves): a block, its gathered partners and their float32
-# staging stay in L2/L3. Samples of PAIR_ALONE_ELEMENTS or more go one pair per block.
+# staging stay in L2/L3. Samples of WALK_ELEMENTS or more go one pair per block out of place,
+# and in place are walked along the partner cycles one sample at a time (_walk_cycles).
 PAIR_BLOCK_ELEMENTS = 1 << 19
-PAIR_ALONE_ELEMENTS = 1 << 16
+WALK_ELEMENTS = 1 << 16
 
 
 def _extent_numel(lay: Layout, facts: _Facts) -> int:
@@ -296,7 +301,7 @@ def _pair_blocks(batch: int, per_sample: int):
     half = batch // 2
     if half == 0:
         return []
-    if per_sample >= PAIR_ALONE_ELEMENTS:
+    if per_sample >= WALK_ELEMENTS:
         k = 1
     elif batch * per_sample <= 2 * PAIR_BLOCK_ELEMENTS:
         k = half
@@ -335,7 +340,6 @@ def _apply_flip_pairs(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: Plan
     partners = (lay.batch - 1) - order
     cdt = _compute_dtype(src.dtype)
     b = t.lam_partner.to(cdt).index_select(0, order)
-    natural_boxes = boxes
     if facts.row_uniform:
         if boxes is None:   # whole rows
             live = (t.box[:, :, 0] < t.box[:, :, 1]).any(1)
@@ -356,9 +360,6 @@ def _apply_flip_pairs(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: Plan
     sample_shape = (lay.planes, rows, lanes)
     sample_strides = (lay.stride_plane, lay.stride_row, 1)
     own_all = _view4(src, lay)[:, :, y0:y1, x0:x1]
-    if dst is src and all(k == 1 for _, k in blocks) and t.box.shape[1] == 1:
-        _flip_pairs_one_by_one(src, lay, t, natural_boxes, order, facts.convex)
-        return
     start = 0
     for i, k in blocks:
         n = 2 * k
@@ -393,43 +394,64 @@ def _apply_flip_pairs(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: Plan
         _view4(dst, lay)[mid].copy_(_view4(src, lay)[mid])
 
 
-def _flip_pairs_one_by_one(x: torch.Tensor, lay: Layout, t: PlanTensors, boxes, order: torch.Tensor,
-                           convex: bool) -> None:
-    """Large samples in place, one flip pair ``(p, q)`` at a time: save the part of ``p`` that
-    ``q`` takes, ``p[box_p].lerp_(q[box_p], b_p)``, ``q[box_q].lerp_(saved, b_q)``.
+def _cycles_on_host(partner: list[int]) -> Optional[list[list[int]]]:
+    """The cycles ``[s, partner[s], partner[partner[s]], ...]`` of a permutation; None if it is not one."""
+    if sorted(partner) != list(range(len(partner))):
+        return None
+    seen = [False] * len(partner)
+    cycles = []
+    for start in range(len(partner)):
+        cycle = []
+        k = start
+        while not seen[k]:
+            seen[k] = True
+            cycle.append(k)
+            k = partner[k]
+        if len(cycle) > 1:   # a sample that is its own partner keeps its values
+            cycles.append(cycle)
+    return cycles
 
-    Three ops a pair in float32/64. This overlaps memory reads and writes better than
-    gather-then-lerp (at 3x224x224 float32 1.5x one ``x.mul_(1)`` pass against 1.75x:
-    ``benchmarks/cpu_floor.py``), and touches only the boxes: the weights and boxes are read to
-    the host once (free on CPU) and become Python scalars and views, so no per-pixel weight map
-    is built. 16-bit and uint8 boxes are widened into float32 buffers, blended and narrowed back
-    (rounded half to even, clamped unless every weight is convex), a widened box reused where
-    both samples' boxes coincide. ``order`` lists the pairs' samples as ``p, q, p, q, ...``.
-    Same ``lerp``, same weights: the general path's results bit for bit.
+
+def _walk_cycles(x: torch.Tensor, lay: Layout, t: PlanTensors, boxes, convex: bool) -> bool:
+    """Large samples in place, one at a time along the partner cycles; False if ``partner`` is
+    not a permutation (then nothing was written).
+
+    Walking a cycle ``s -> partner[s] -> ...``, each sample ``k`` is blended as
+    ``x[k][box_k].lerp_(x[partner[k]][box_k], b_k)`` while its partner is still unwritten; only
+    the last sample reads a saved copy of ``s``'s box. One op a sample (timm's flip pairs: save,
+    lerp, lerp), each reading its partner from memory while writing itself, and the next sample
+    is the partner just read, still in cache: at 3x224x224 float32 1.5x one ``x.mul_(1)`` pass
+    against 1.75x for gather-then-lerp (``benchmarks/cpu_floor.py``). Only boxes are touched:
+    the weights, boxes and partners are read to the host once (free on CPU) and become Python
+    scalars and views, so no per-pixel weight map is built. 16-bit and uint8 boxes are widened
+    into float32 buffers, blended, rounded half to even (uint8; clamped unless every weight is
+    convex) and narrowed back, a widened partner box reused as the next sample's own where the
+    two boxes coincide. Same ``lerp``, same weights: the general path's results bit for bit.
     """
+    cycles = _cycles_on_host(t.partner.tolist())
+    if cycles is None:
+        return False
     cdt = _compute_dtype(x.dtype)
     narrow = x.dtype != cdt
-    weight = t.lam_partner.to(cdt).index_select(0, order)
     if boxes is None:   # whole samples: a region is all of it or nothing
-        y0 = torch.zeros_like(order)
-        y1 = torch.where((t.box[:, 0, 0] < t.box[:, 0, 1]).index_select(0, order), lay.rows, 0)
-        x0, x1 = y0, torch.full_like(order, lay.lanes)
+        live = (t.box[:, 0, 0] < t.box[:, 0, 1]).long()
+        y0, y1, x0, x1 = torch.zeros_like(live), live * lay.rows, torch.zeros_like(live), live * lay.lanes
     else:
-        y0, y1, x0, x1 = (v[:, 0, 0].index_select(0, order) for v in boxes)
-    weights = weight.tolist()
-    spans = torch.stack([y0, y1, x0, x1, order], 1).tolist()   # ints: boxes and sample indices
+        y0, y1, x0, x1 = (v[:, 0, 0] for v in boxes)
+    weights = t.lam_partner.to(cdt).tolist()
+    spans = torch.stack([y0, y1, x0, x1], 1).tolist()   # ints
     base = x.storage_offset()
     samples = _view4(x, lay).unbind(0)   # whole-sample views in one op (a Python-made view is ~5 us)
     whole = [0, lay.rows, 0, lay.lanes]
     whole_shape = (lay.planes, lay.rows, lay.lanes)
-    buffers = {slot: _scratch(lay.sample_numel if narrow or slot == "pair_saved" else 0, cdt, x.device, slot)
-               for slot in ("pair_saved", "pair_own", "pair_other")}
-    whole_buffers = {slot: buf.view(whole_shape) for slot, buf in buffers.items() if buf.numel()}
+    slots = ("walk_saved", "walk_a", "walk_b") if narrow else ("walk_saved",)
+    buffers = {slot: _scratch(lay.sample_numel, cdt, x.device, slot) for slot in slots}
+    whole_buffers = {slot: buf.view(whole_shape) for slot, buf in buffers.items()}
 
     def region(sample: int, span) -> torch.Tensor:
-        if span[:4] == whole:
+        if span == whole:
             return samples[sample]
-        y0, y1, x0, x1 = span[:4]
+        y0, y1, x0, x1 = span
         return x.as_strided((lay.planes, y1 - y0, x1 - x0), (lay.stride_plane, lay.stride_row, 1),
                             base + sample * lay.stride_batch + y0 * lay.stride_row + x0)
 
@@ -439,42 +461,44 @@ def _flip_pairs_one_by_one(x: torch.Tensor, lay: Layout, t: PlanTensors, boxes, 
             return whole_buffers[slot].copy_(like)
         return buffers[slot][:like.numel()].view(like.shape).copy_(like)
 
-    def store(val: torch.Tensor, target: torch.Tensor) -> None:
-        if x.dtype == torch.uint8:
-            val.round_()
-            if not convex:
-                val.clamp_(0, 255)
-        target.copy_(val)
+    def live(k: int) -> bool:
+        y0, y1, x0, x1 = spans[k]
+        return weights[k] != 0 and y0 < y1 and x0 < x1
 
-    for pair in range(len(spans) // 2):
-        b_p, b_q = weights[2 * pair], weights[2 * pair + 1]
-        span_p, span_q = spans[2 * pair], spans[2 * pair + 1]
-        i = span_p[4]
-        j = lay.batch - 1 - i
-        p_live = b_p != 0 and span_p[0] < span_p[1] and span_p[2] < span_p[3]
-        q_live = b_q != 0 and span_q[0] < span_q[1] and span_q[2] < span_q[3]
-        same = span_p[:4] == span_q[:4]
-        if q_live:   # what q takes from p, before p changes
-            kept = staged("pair_saved", region(i, span_q))
-        if p_live:
-            target, other = region(i, span_p), region(j, span_p)
+    for cycle in cycles:
+        last = cycle[-1]
+        saved = staged("walk_saved", region(cycle[0], spans[last])) if live(last) else None
+        ahead = None   # narrow dtypes: (sample, span, widened box) read as a partner, still unwritten
+        free = ["walk_a", "walk_b"]
+        for step, k in enumerate(cycle):
+            if not live(k):
+                ahead = None
+                continue
+            span = spans[k]
+            target = region(k, span)
+            partner = cycle[step + 1] if step + 1 < len(cycle) else None
             if not narrow:
-                target.lerp_(other, b_p)
+                target.lerp_(region(partner, span) if partner is not None else saved, weights[k])
+                continue
+            if ahead is not None and ahead[0] == k and ahead[1] == span:
+                own, own_slot = ahead[2], ahead[3]
             else:
-                other = staged("pair_other", other)   # q's box, widened: q's own values below when same
-                if q_live and same:
-                    val = torch.lerp(kept, other, b_p, out=whole_buffers["pair_own"] if kept.numel() ==
-                                     lay.sample_numel else buffers["pair_own"][:kept.numel()].view(kept.shape))
-                else:
-                    val = staged("pair_own", target).lerp_(other, b_p)
-                store(val, target)
-        if q_live:
-            target = region(j, span_q)
-            if not narrow:
-                target.lerp_(kept, b_q)
+                own_slot = free[0]
+                own = staged(own_slot, target)
+            other_slot = "walk_b" if own_slot == "walk_a" else "walk_a"
+            if partner is None:
+                other, ahead = saved, None
             else:
-                val = other if p_live and same else staged("pair_other", target)
-                store(val.lerp_(kept, b_q), target)
+                other = staged(other_slot, region(partner, span))
+                ahead = (partner, span, other, other_slot)
+            own.lerp_(other, weights[k])
+            if x.dtype == torch.uint8:
+                own.round_()
+                if not convex:
+                    own.clamp_(0, 255)
+            target.copy_(own)
+            free = [own_slot]
+    return True
 
 
 def _select(own, out, other, weight_a, weight_b, t) -> None:

@@ -6,7 +6,7 @@ from fastmix import functional as F
 from fastmix import ops, reference
 from fastmix.layout import describe
 
-from cases import DTYPES, KINDS, LAYOUTS, PAIRINGS, make_batch, make_plan, spatial
+from cases import DTYPES, KINDS, LAYOUTS, PAIRINGS, make_batch, make_plan, spatial, with_pairing
 from conftest import assert_close, backend
 import oracle
 
@@ -185,3 +185,55 @@ def _same_strides(x):
     """A copy of ``x`` with its strides and storage offset (``clone`` would densify a crop)."""
     storage = torch.empty(x.untyped_storage().nbytes() // x.element_size(), dtype=x.dtype)
     return storage.as_strided(x.size(), x.stride(), x.storage_offset()).copy_(x)
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float64, torch.bfloat16, torch.uint8))
+@pytest.mark.parametrize("layout", ("nchw", "nhwc", "crop"))
+@pytest.mark.parametrize("kind", ("mixup", "cutmix", "switch_elem", "cutmix_batch"))
+@pytest.mark.parametrize("pairing", PAIRINGS)
+def test_cycle_walk_matches_the_general_path_bit_for_bit(dtype, layout, kind, pairing, gen, monkeypatch):
+    """Large samples in place are blended one at a time along the partner cycles (flip pairs,
+    torchvision's one long roll cycle, a random permutation's cycles); forced onto small
+    samples, the walk equals the oracle and, exactly, the general path on the same plan."""
+    for batch in (8, 9):
+        x = make_batch(layout, dtype, batch, 3, 6, 10, gen)
+        if kind == "cutmix_batch":
+            plan = F.mixup_cutmix_plan(batch, (6, 10), mixup_alpha=0.0, cutmix_alpha=1.0, mode="batch",
+                                       generator=gen)
+            plan = with_pairing(plan, pairing, gen)
+        else:
+            plan = make_plan(kind, pairing, batch, (6, 10), 3, gen)
+        t = reference.PlanTensors(*ops.plan_tensors(plan, with_cycles=False))
+        # Mixup plans also run as whole rows (the layout that ignores boxes), where x allows it
+        whole = (False, True) if kind == "mixup" and layout != "crop" else (False,)
+        for whole_rows in whole:
+            lay = describe(x, not whole_rows)
+            general, walked = _same_strides(x), _same_strides(x)
+            monkeypatch.setattr(reference, "WALK_ELEMENTS", 1 << 62)
+            reference.blend_(general, lay, t, whole_rows=whole_rows, pairing="perm")
+            monkeypatch.setattr(reference, "WALK_ELEMENTS", 1)
+            walks = []
+            walk = reference._walk_cycles
+            monkeypatch.setattr(reference, "_walk_cycles", lambda *a: walks.append(walk(*a)) or walks[-1])
+            reference.blend_(walked, lay, t, whole_rows=whole_rows, pairing=plan.pairing)
+            monkeypatch.undo()
+            where = f"{kind}/{pairing}/{layout}/{dtype}/B={batch}/whole_rows={whole_rows}"
+            assert walks == [True], f"{where}: the plan did not take the cycle walk"
+            assert torch.equal(walked, general), where
+            assert_close(walked, _expected(x, plan), dtype, where)
+
+
+def test_cycle_walk_declines_a_partner_that_is_not_a_permutation(gen, monkeypatch):
+    x = make_batch("nchw", torch.float32, 6, 3, 6, 10, gen)
+    plan = make_plan("mixup", "perm", 6, (6, 10), 3, gen)
+    t = reference.PlanTensors(*ops.plan_tensors(plan, with_cycles=False))
+    t = t._replace(partner=torch.tensor([1, 1, 0, 2, 5, 4]))   # row 1 twice, row 3 never
+    lay = describe(x, True)
+    general, walked = x.clone(), x.clone()
+    monkeypatch.setattr(reference, "WALK_ELEMENTS", 1 << 62)
+    reference.blend_(general, lay, t)
+    monkeypatch.setattr(reference, "WALK_ELEMENTS", 1)
+    assert reference._walk_cycles(walked, lay, t, reference._clipped_boxes(t.box, lay), True) is False
+    assert torch.equal(walked, x), "a declined walk wrote something"
+    reference.blend_(walked, lay, t)
+    assert torch.equal(walked, general)
