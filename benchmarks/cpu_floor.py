@@ -12,7 +12,8 @@ Mixup can be made of, against one in-place ``x.mul_(1)`` pass:
   read of ``q`` and the write of ``p`` share an op): what fastmix does on large samples;
 - ``fastmix``: ``fastmix.Mixup(mode="batch")`` on the same batch, sampling and targets included;
 - for uint8 and bfloat16, the float32 widening, ``lerp``, rounding and narrowing that the
-  reference needs per element (``lerp`` has no integer or mixed-dtype form).
+  reference needs per element (``lerp`` has no integer or mixed-dtype form; uint8 narrows
+  through int16, as the reference does), and fastmix's whole step on that dtype.
 
     python benchmarks/cpu_floor.py                 # 128x3x224x224, one thread
     python benchmarks/cpu_floor.py --shape 64x3x224x224 --repeat 31
@@ -64,7 +65,11 @@ def widening(x: torch.Tensor):
     """The float32 work of an in-place uint8/bfloat16 flip-pair blend, one pair at a time."""
     own = torch.empty(x[0].shape, dtype=torch.float32)
     other, mixed = torch.empty_like(own), torch.empty_like(own)
+    int16 = torch.empty(x[0].shape, dtype=torch.int16)   # float32 -> uint8 directly is a slow scalar loop
     pairs = _pairs(x)
+
+    def narrow(target, val):
+        target.copy_(int16.copy_(val) if x.dtype == torch.uint8 else val)
 
     def blend():
         for p, q in pairs:
@@ -75,8 +80,8 @@ def widening(x: torch.Tensor):
             if x.dtype == torch.uint8:
                 mixed.round_()
                 other.round_()
-            p.copy_(mixed)
-            q.copy_(other)
+            narrow(p, mixed)
+            narrow(q, other)
 
     return {f"{x.dtype} widen+lerp+narrow": blend}
 
@@ -114,6 +119,7 @@ def main(argv=None) -> int:
         narrow = (x * 40 + 128).clamp(0, 255).to(dtype)
         candidates.update(widening(narrow))
         candidates[f"{dtype} pass x.mul_(1)"] = (lambda t: lambda: t.mul_(1))(narrow)
+        candidates[f"{dtype} fastmix Mixup batch (whole step)"] = (lambda t: lambda: mixer(t, labels))(narrow)
     result = measure(candidates, args.repeat)
     floor = result["pass x.mul_(1)"]
     print(f"{args.shape} float32, {torch.get_num_threads()} thread(s), medians of {args.repeat}, torch {torch.__version__}")
