@@ -69,11 +69,19 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _narrow_into(target: torch.Tensor, val: torch.Tensor, int16_buffer: Optional[torch.Tensor] = None) -> None:
-    """``target.copy_(val)`` from the float compute dtype. A uint8 target on CPU goes through an
-    int16 buffer: ``val`` holds integers in [0, 255] by then, so both steps are exact, and
-    float32 -> uint8 is a slow scalar loop in aten (117 us for 3x224x224 in torch 2.13, 230 us in
-    2.14) where float32 -> int16 -> uint8 takes 31 us."""
+def _store(target: torch.Tensor, val: torch.Tensor, clamp: bool = False,
+           int16_buffer: Optional[torch.Tensor] = None) -> None:
+    """Write a blend computed in float (``val``, overwritten) into ``target`` of a narrower dtype.
+
+    uint8 rounds half to even, and clamps to [0, 255] when ``clamp`` (weights that are not
+    convex). On CPU a uint8 target goes through an int16 buffer: ``val`` holds integers in
+    [0, 255] by then, so both steps are exact, and float32 -> uint8 is a slow scalar loop in
+    aten (117 us for 3x224x224 in torch 2.13, 230 us in 2.14) where float32 -> int16 -> uint8
+    takes 31 us."""
+    if target.dtype == torch.uint8:
+        val.round_()
+        if clamp:
+            val.clamp_(0, 255)
     if target.dtype == torch.uint8 and target.device.type == "cpu" and val.dtype != torch.uint8:
         staged = (int16_buffer if int16_buffer is not None and int16_buffer.shape == val.shape else
                   _scratch(val.numel(), torch.int16, val.device, "narrow")[:val.numel()].view(val.shape))
@@ -292,12 +300,8 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, fu
                 val.addcmul_(other, weight_b)
             if fill is not None:
                 val.addcmul_(fill, weight_c)
-        if src.dtype == torch.uint8:
-            val.round_()
-            if facts.lerp != "partner" or not facts.convex:   # a convex blend of 0..255 stays in range
-                val.clamp_(0, 255)
-        if val is not out:
-            _narrow_into(out, val)
+        if val is not out:   # a convex blend of 0..255 stays in range
+            _store(out, val, clamp=facts.lerp != "partner" or not facts.convex)
 
 
 # Elements of one pair block (both halves): a block, its gathered partners and their float32
@@ -399,11 +403,7 @@ def _apply_flip_pairs(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: Plan
             continue
         val = staged[:own.numel()].view(size).copy_(own)
         val.lerp_(other_staged[:other.numel()].view(size).copy_(other), weight)
-        if src.dtype == torch.uint8:
-            val.round_()
-            if not facts.convex:
-                val.clamp_(0, 255)
-        _narrow_into(out, val)
+        _store(out, val, clamp=not facts.convex)
     if dst is not src and lay.batch % 2:   # out of place, the middle sample is copied
         mid = lay.batch // 2
         _view4(dst, lay)[mid].copy_(_view4(src, lay)[mid])
@@ -508,12 +508,7 @@ def _walk_cycles(x: torch.Tensor, lay: Layout, t: PlanTensors, boxes, convex: bo
             else:
                 other = staged(other_slot, region(partner, span))
                 ahead = (partner, span, other, other_slot)
-            own.lerp_(other, weights[k])
-            if x.dtype == torch.uint8:
-                own.round_()
-                if not convex:
-                    own.clamp_(0, 255)
-            _narrow_into(target, own, int16_whole)
+            _store(target, own.lerp_(other, weights[k]), clamp=not convex, int16_buffer=int16_whole)
             free = [own_slot]
     return True
 

@@ -244,9 +244,9 @@ def test_uint8_narrowing_through_int16_equals_a_direct_copy(gen):
     a slow scalar loop on CPU); for every value a blend can produce the two agree exactly."""
     val = torch.arange(256, dtype=torch.float32).repeat(3, 7).view(3, 7, 256)[:, :, torch.randperm(256, generator=gen)]
     fast, direct = torch.empty(val.shape, dtype=torch.uint8), torch.empty(val.shape, dtype=torch.uint8)
-    reference._narrow_into(fast, val)
+    reference._store(fast, val.clone())
     direct.copy_(val)
     assert torch.equal(fast, direct)
     strided = torch.zeros(3, 7, 300, dtype=torch.uint8)[:, :, 10:266]   # a crop of a wider row
-    reference._narrow_into(strided, val, torch.empty(val.shape, dtype=torch.int16))
+    reference._store(strided, val.clone(), int16_buffer=torch.empty(val.shape, dtype=torch.int16))
     assert torch.equal(strided, direct)
