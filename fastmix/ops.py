@@ -70,8 +70,6 @@ def _run(x: Tensor, layout: Layout, t: PlanTensors, pairing: str, what: str, spa
         kernels = _kernels()[0]
         fn = kernels.blend_backward if what == "blend_grad" else getattr(kernels, what)
         return fn(x, layout, t, pairing, whole_rows=not spatial)
-    if what == "blend_grad":
-        return reference.blend_grad(x, layout, t, whole_rows=not spatial)
     return getattr(reference, what)(x, layout, t, whole_rows=not spatial, pairing=pairing)
 
 

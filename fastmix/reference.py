@@ -156,6 +156,15 @@ def _facts(t: PlanTensors, lay: Layout, x: torch.Tensor, full_extent: bool, whol
     return _Facts(extent, row_uniform, bool(facts[6]), lerp, bool(facts[9]))
 
 
+def _live_rows(t: PlanTensors, boxes) -> torch.Tensor:
+    """``(B,)`` bool: which samples have a non-empty region. With ``boxes`` None (whole rows) a
+    region is the whole sample or nothing, and the first coordinate pair of the box says which."""
+    if boxes is None:
+        return (t.box[:, :, 0] < t.box[:, :, 1]).any(1)
+    y0, y1, x0, x1 = boxes
+    return ((y0 < y1) & (x0 < x1)).any(1).view(-1)
+
+
 def _clipped_boxes(box: torch.Tensor, lay: Layout):
     """Boxes clipped to the tensor, in row and lane units: four ``(B, N, 1)`` tensors."""
     y0 = box[..., 0].clamp(0, lay.rows).long()
@@ -224,15 +233,17 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, fu
     """
     boxes = None if whole_rows else _clipped_boxes(t.box, lay)
     facts = _facts(t, lay, src, full_extent, whole_rows, boxes)
-    if (dst is src and facts.lerp == "partner" and facts.has_partner and _is_blended(src.dtype)
-            and t.fill is None and t.noise_seed is None and t.box.shape[1] == 1
-            and _extent_numel(lay, facts) >= WALK_ELEMENTS and _walk_cycles(src, lay, t, boxes, facts.convex)):
-        return
-    if (pairing == "flip" and facts.lerp == "partner" and facts.has_partner and _is_blended(src.dtype)
-            and t.fill is None and t.noise_seed is None and len(_pair_blocks(lay.batch, _extent_numel(lay, facts))) > 1):
-        # a batch that fits one block is one chunk of the general path too, which costs fewer ops
-        _apply_flip_pairs(src, dst, lay, t, facts, boxes)
-        return
+    # partner blends (a + b == 1, nothing filled) have two faster walks where the plan is readable
+    if (facts.lerp == "partner" and facts.has_partner and _is_blended(src.dtype) and t.fill is None
+            and t.noise_seed is None):
+        per_sample = _extent_numel(lay, facts)
+        if (dst is src and t.box.shape[1] == 1 and per_sample >= WALK_ELEMENTS
+                and _walk_cycles(src, lay, t, boxes, facts.convex)):
+            return
+        blocks = _pair_blocks(lay.batch, per_sample) if pairing == "flip" else []
+        if len(blocks) > 1:   # a batch that fits one block is one chunk of the general path, in fewer ops
+            _apply_flip_pairs(src, dst, lay, t, facts, boxes, blocks)
+            return
     sv, dv = _view4(src, lay), _view4(dst, lay)
     device = src.device
     blended = _is_blended(src.dtype)
@@ -247,10 +258,7 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, fu
     b = t.lam_partner.view(shape).to(cdt) if need_b else None
     c = (1.0 - t.lam_self - t.lam_partner).view(shape).to(cdt) if need_c else None
     if facts.row_uniform:
-        if whole_rows:   # regions are whole samples or empty: the first box says which
-            live = (t.box[:, :, 0] < t.box[:, :, 1]).any(1).view(shape).to(cdt)
-        else:
-            live = ((boxes[0] < boxes[1]) & (boxes[2] < boxes[3])).any(1).view(shape).to(cdt)
+        live = _live_rows(t, boxes).view(shape).to(cdt)
         row_weights = (1.0 + live * (a - 1.0) if need_a else None, live * b if need_b else None,
                        live * c if need_c else None)
     chunks = list(_chunks(lay, facts.extent))
@@ -332,7 +340,7 @@ def _pair_blocks(batch: int, per_sample: int):
 
 
 def _apply_flip_pairs(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: PlanTensors, facts: _Facts,
-                      boxes) -> None:
+                      boxes, blocks) -> None:
     """Flip pairing (``partner[i] = B-1-i``) with ``a + b == 1``: Mixup and CutMix, every mode.
 
     Sample ``i`` and its partner ``j = B-1-i`` only read each other, so the batch is walked in
@@ -345,11 +353,8 @@ def _apply_flip_pairs(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: Plan
     Results are the general path's, bit for bit (same ``lerp`` on the same weights).
     """
     y0, y1, x0, x1 = facts.extent
-    if y0 >= y1 or x0 >= x1:
-        return
     rows, lanes = y1 - y0, x1 - x0
     per_sample = _extent_numel(lay, facts)
-    blocks = _pair_blocks(lay.batch, per_sample)
     order = []
     for i, k in blocks:   # block order: samples i..i+k, then B-i-k..B-i
         order.extend(range(i, i + k))
@@ -360,12 +365,7 @@ def _apply_flip_pairs(src: torch.Tensor, dst: torch.Tensor, lay: Layout, t: Plan
     cdt = _compute_dtype(src.dtype)
     b = t.lam_partner.to(cdt).index_select(0, order)
     if facts.row_uniform:
-        if boxes is None:   # whole rows
-            live = (t.box[:, :, 0] < t.box[:, :, 1]).any(1)
-        else:
-            cy0, cy1, cx0, cx1 = boxes
-            live = ((cy0 < cy1) & (cx0 < cx1)).any(1).view(-1)
-        weights = (b * live.index_select(0, order).to(cdt)).view(-1, 1, 1, 1)
+        weights = (b * _live_rows(t, boxes).index_select(0, order).to(cdt)).view(-1, 1, 1, 1)
         boxes = None
     else:
         boxes = tuple(v.index_select(0, order) for v in boxes)
@@ -449,7 +449,7 @@ def _walk_cycles(x: torch.Tensor, lay: Layout, t: PlanTensors, boxes, convex: bo
     cdt = _compute_dtype(x.dtype)
     narrow = x.dtype != cdt
     if boxes is None:   # whole samples: a region is all of it or nothing
-        live = (t.box[:, 0, 0] < t.box[:, 0, 1]).long()
+        live = _live_rows(t, None).long()
         y0, y1, x0, x1 = torch.zeros_like(live), live * lay.rows, torch.zeros_like(live), live * lay.lanes
     else:
         y0, y1, x0, x1 = (v[:, 0, 0] for v in boxes)
@@ -539,10 +539,12 @@ def blend(x: torch.Tensor, lay: Layout, t: PlanTensors, whole_rows: bool = False
     return out
 
 
-def blend_grad(grad: torch.Tensor, lay: Layout, t: PlanTensors, whole_rows: bool = False) -> torch.Tensor:
+def blend_grad(grad: torch.Tensor, lay: Layout, t: PlanTensors, whole_rows: bool = False,
+               pairing: str = "perm") -> torch.Tensor:
     """Gradient of :func:`blend` w.r.t. ``x`` (the transpose: each row gathers from the rows that drew from it).
 
     ``dx[j] = g[j] * (a_j inside j's region, 1 outside) + sum_{i: partner[i] = j} b_i * g[i] (inside i's region)``.
+    ``pairing`` only keeps the backends' signatures alike: ``index_add_`` takes any permutation.
     """
     out = torch.empty_like(grad)
     if lay.batch == 0 or lay.sample_numel == 0:
