@@ -13,7 +13,7 @@ from fastmix import ops, reference
 from fastmix.layout import describe
 
 from cases import DTYPES, KINDS, LAYOUTS, PAIRINGS, make_batch, make_plan, spatial
-from conftest import HAS_CUDA, KERNEL_DEVICE, assert_close, backend, requires_triton
+from helpers import HAS_CUDA, KERNEL_DEVICE, assert_close, backend, requires_triton
 
 pytestmark = requires_triton
 

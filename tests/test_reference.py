@@ -7,7 +7,7 @@ from fastmix import ops, reference
 from fastmix.layout import describe
 
 from cases import DTYPES, KINDS, LAYOUTS, PAIRINGS, make_batch, make_plan, spatial, with_pairing
-from conftest import assert_close, backend
+from helpers import assert_close, backend
 import oracle
 
 

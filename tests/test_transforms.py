@@ -27,7 +27,7 @@ import fastmix
 import fastmix.functional as F
 import fastmix.v2
 import oracle
-from conftest import tolerance
+from helpers import tolerance
 from fastmix.plan import KIND_NAMES
 
 H, W = 12, 14          # non-square, so a swapped H/W shows
