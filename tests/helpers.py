@@ -7,7 +7,7 @@ that file.
 - pixel truth: ``constant_batch`` (sample ``i`` holds ``value_of(i)`` everywhere), ``read_sample``
   (what its pixels say happened, a ``Story``), ``mixed_row`` / ``check_row`` (timm's target),
   ``distinct_labels``, ``twins``, ``seeded``;
-- inputs left alone: ``assert_unchanged``; plan fields: ``tensors_of``;
+- inputs left alone: ``raw_bytes``, ``assert_unchanged``; plan fields: ``tensors_of``;
 - statistics at about the 0.001 level, bounds derived here, never copied from a run:
   ``assert_binomial``, ``ks_one_sample`` (against a CDF), ``ks_two_sample`` (two samples, for the
   peers), ``chi2_critical``, ``assert_uniform_ints``.
@@ -174,9 +174,17 @@ def check_row(target: torch.Tensor, i: int, expected: torch.Tensor, what: str) -
 # inputs left alone, plan fields
 # --------------------------------------------------------------------------------------------
 
-def assert_unchanged(tensors, clones, what: str) -> None:
-    for n, (t, c) in enumerate(zip(tensors, clones)):
-        assert torch.equal(t, c), f"{what}: input {n} was written before the error was raised"
+def raw_bytes(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of ``tensor``'s elements as bytes (uint8, 1-D, logical order): equal bytes mean
+    bit-for-bit equal values, NaN payloads and signed zeros included."""
+    return tensor.detach().contiguous().reshape(-1).view(torch.uint8).clone()
+
+
+def assert_unchanged(tensors, snapshots, what: str) -> None:
+    """Each tensor still has the bytes ``raw_bytes`` recorded in ``snapshots``."""
+    assert len(tensors) == len(snapshots)
+    for n, (t, before) in enumerate(zip(tensors, snapshots)):
+        assert torch.equal(raw_bytes(t), before), f"{what}: input {n} was written before the error was raised"
 
 
 TENSOR_FIELDS = ("partner", "lam_self", "lam_partner", "box", "label_lam", "kind", "fill", "noise_seed")
