@@ -309,9 +309,9 @@ def main(argv=None) -> int:
     print("host round trips per call (from reading each peer's code):")
     for name, note in peers.HOST_ROUND_TRIPS.items():
         print(f"  {name}: {note}")
-    print("  fastmix: none on CUDA (plans are sampled on the batch's device; see tests/test_plan.py's meta-device "
-          "and torch.compile(fullgraph=True) tests); on CPU the reference reads the plan's weights and boxes "
-          "with .tolist(), which is no device sync there")
+    print("  fastmix: none on CUDA (plans are sampled on the batch's device; see the meta-device and "
+          "torch.compile(fullgraph=True) tests in tests/test_sampling_on_device.py); on CPU the reference "
+          "reads the plan's weights and boxes with .tolist(), which is no device sync there")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine(device), "torch": torch.__version__, "argv": sys.argv[1:], "rows": rows,

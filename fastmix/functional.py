@@ -15,12 +15,35 @@ from typing import Optional
 import torch
 
 from . import _checks, ops
-from .plan import (Plan, box_from_lam, box_from_minmax, cutmix_plan, cutout_plan, erasing_plan, flip_partner,
-                   mixup_cutmix_plan, mixup_plan, roll_partner, sample_beta)
+from .plan import Plan, cutmix_plan, flip_partner, mixup_plan, roll_partner
+from .sampling import CutoutSpec, ErasingSpec, MixupSpec, box_from_lam, box_from_minmax, sample_beta
 
 __all__ = ["apply", "apply_masks", "targets", "check_plan_fits", "Plan", "mixup_cutmix_plan", "mixup_plan",
            "cutmix_plan", "cutout_plan", "erasing_plan", "flip_partner", "roll_partner", "sample_beta",
            "box_from_lam", "box_from_minmax"]
+
+
+def mixup_cutmix_plan(batch_size: int, size: Optional[tuple[int, int]], *, device=None,
+                      generator: Optional[torch.Generator] = None, **options) -> Plan:
+    """Draw a Mixup/CutMix plan with timm's ``Mixup`` semantics on ``device``: ``options`` are
+    :class:`~fastmix.sampling.MixupSpec`'s (``mixup_alpha``, ``cutmix_alpha``, ``cutmix_minmax``,
+    ``prob``, ``switch_prob``, ``mode``, ``correct_lam``, ``pairing``, ``box_style``). ``size`` is
+    ``(H, W)``; None allows Mixup only (the plan then applies to any ``(B, ...)`` tensor)."""
+    return MixupSpec.checked(**options).draw(batch_size, size, device, generator)
+
+
+def cutout_plan(batch_size: int, size: tuple[int, int], *, device=None, generator: Optional[torch.Generator] = None,
+                **options) -> Plan:
+    """Draw a Cutout plan: ``options`` are :class:`~fastmix.sampling.CutoutSpec`'s
+    (``n_holes``, ``length``, ``fill``, ``p``)."""
+    return CutoutSpec.checked(**options).draw(batch_size, size, device, generator)
+
+
+def erasing_plan(batch_size: int, size: tuple[int, int], *, device=None, generator: Optional[torch.Generator] = None,
+                 **options) -> Plan:
+    """Draw a Random Erasing plan: ``options`` are :class:`~fastmix.sampling.ErasingSpec`'s
+    (``p``, ``scale``, ``ratio``, ``value``, ``attempts``)."""
+    return ErasingSpec.checked(**options).draw(batch_size, size, device, generator)
 
 
 def check_plan_fits(name: str, x: torch.Tensor, plan: Plan) -> None:
@@ -51,7 +74,7 @@ def apply(x: torch.Tensor, plan: Plan, *, inplace: Optional[bool] = None) -> tor
     Float32/16, bfloat16 and float64 blend in float32 (float64 in float64); uint8 blends in
     float32 and rounds half to even (timm's ``np.rint`` on its uint8 path).
     """
-    needs_grad = isinstance(x, torch.Tensor) and x.requires_grad and torch.is_grad_enabled()
+    needs_grad = isinstance(x, torch.Tensor) and ops.grad_wanted(x)
     if inplace is None:
         inplace = not needs_grad
     _checks.batch("x", x, min_dim=2, writable=inplace)
@@ -91,6 +114,6 @@ def targets(labels: torch.Tensor, plan: Plan, num_classes: Optional[int] = None,
     if not isinstance(plan, Plan):
         raise TypeError(f"plan: expected a fastmix Plan, got {type(plan).__name__}")
     smoothing = _checks.number("smoothing", smoothing, low=0.0, high=1.0, high_open=True)
-    checked = _checks.default_validate(validate, plan.device)
-    k = _checks.labels("labels", labels, plan.batch_size, num_classes, plan.device, checked)
-    return ops.targets_of(labels, plan, k, smoothing, checked)
+    k = _checks.labels("labels", labels, plan.batch_size, num_classes, plan.device,
+                       _checks.default_validate(validate, plan.device))
+    return ops.targets_of(labels, plan, k, smoothing)

@@ -31,6 +31,8 @@ FULL = 1 << 30
 
 
 class Layout(NamedTuple):
+    """``batch`` samples of ``planes`` x ``rows`` x ``lanes`` (see the table above); build it with keywords."""
+
     batch: int
     planes: int
     rows: int
@@ -38,10 +40,10 @@ class Layout(NamedTuple):
     stride_batch: int
     stride_plane: int
     stride_row: int
-    lane_scale: int
-    channels: int
-    channel_in_lane: bool
-    planes_per_channel: int
+    lane_scale: int = 1            # lanes per box column (channels in a channels_last row)
+    channels: int = 1              # channels of the fill
+    channel_in_lane: bool = False  # channels_last: channel = lane % channels
+    planes_per_channel: int = 1    # video NCTHW: frames per channel
 
     @property
     def width(self) -> int:
@@ -51,6 +53,15 @@ class Layout(NamedTuple):
     @property
     def sample_numel(self) -> int:
         return self.planes * self.rows * self.lanes
+
+    def logical_index(self, planes: torch.Tensor, rows: torch.Tensor, lanes: torch.Tensor) -> torch.Tensor:
+        """The NC(T)HW position within its sample of the element at (plane, row, lane), broadcast
+        over the three int64 tensors: what the counter-based noise is indexed by, so that it does
+        not depend on the memory layout (``kernels/blend.py`` computes the same)."""
+        if self.channel_in_lane:
+            channel, column = lanes % self.channels, lanes // self.channels
+            return ((channel * self.planes + planes) * self.rows + rows) * self.width + column
+        return (planes * self.rows + rows) * self.lanes + lanes
 
 
 def _dense_span(sizes, strides) -> bool:
@@ -79,27 +90,34 @@ def describe(x: torch.Tensor, spatial: bool) -> Optional[Layout]:
         numel = 1
         for s in size[1:]:
             numel *= s
-        return Layout(batch, 1, 1, numel, stride[0], numel, numel, 1, 1, False, 1)
+        return Layout(batch=batch, planes=1, rows=1, lanes=numel, stride_batch=stride[0], stride_plane=numel,
+                      stride_row=numel)
     if x.dim() == 3:
         _, height, width = size
         if stride[2] != 1 and width > 1:
             return None
-        return Layout(batch, 1, height, width, stride[0], height * stride[1], stride[1], 1, 1, False, 1)
+        return Layout(batch=batch, planes=1, rows=height, lanes=width, stride_batch=stride[0],
+                      stride_plane=height * stride[1], stride_row=stride[1])
     if x.dim() == 4:
         _, channels, height, width = size
         if stride[3] == 1 or width == 1:
-            return Layout(batch, channels, height, width, stride[0], stride[1], stride[2], 1, channels, False, 1)
+            return Layout(batch=batch, planes=channels, rows=height, lanes=width, stride_batch=stride[0],
+                          stride_plane=stride[1], stride_row=stride[2], channels=channels)
         if stride[1] == 1 and stride[3] == channels:
-            return Layout(batch, 1, height, width * channels, stride[0], 0, stride[2], channels, channels, True, 1)
+            return Layout(batch=batch, planes=1, rows=height, lanes=width * channels, stride_batch=stride[0],
+                          stride_plane=0, stride_row=stride[2], lane_scale=channels, channels=channels,
+                          channel_in_lane=True)
         return None
     if x.dim() == 5:
         _, channels, frames, height, width = size
         if (stride[4] == 1 or width == 1) and (stride[1] == frames * stride[2] or channels == 1):
-            return Layout(batch, channels * frames, height, width, stride[0], stride[2], stride[3], 1, channels,
-                          False, frames)
+            return Layout(batch=batch, planes=channels * frames, rows=height, lanes=width, stride_batch=stride[0],
+                          stride_plane=stride[2], stride_row=stride[3], channels=channels,
+                          planes_per_channel=frames)
         if stride[1] == 1 and stride[4] == channels:
-            return Layout(batch, frames, height, width * channels, stride[0], stride[2], stride[3], channels,
-                          channels, True, frames)
+            return Layout(batch=batch, planes=frames, rows=height, lanes=width * channels, stride_batch=stride[0],
+                          stride_plane=stride[2], stride_row=stride[3], lane_scale=channels, channels=channels,
+                          channel_in_lane=True, planes_per_channel=frames)
         return None
     raise ValueError(
         f"x: a plan with boxes (CutMix, Cutout, Erasing) needs (B, C, H, W), (B, C, T, H, W) or (B, H, W); "

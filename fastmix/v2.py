@@ -24,7 +24,8 @@ from torch.utils import _pytree
 from . import _checks, ops
 from .functional import apply
 from .layout import spatial_size
-from .plan import Plan, mixup_cutmix_plan
+from .plan import ROLL, Plan
+from .sampling import MixupSpec
 
 
 def _default_labels(inputs: Any) -> torch.Tensor:
@@ -48,6 +49,7 @@ class _BaseMixUpCutMix(nn.Module):
                  generator: Optional[torch.Generator] = None, validate: Optional[bool] = None):
         super().__init__()
         self.alpha = _checks.alpha("alpha", alpha, allow_zero=False)
+        self._spec = MixupSpec.checked(**self._spec_options(self.alpha), pairing=ROLL)
         self.num_classes = None if num_classes is None else int(_checks.number("num_classes", num_classes, low=1))
         if labels_getter == "default":
             self._labels_getter = _default_labels
@@ -59,8 +61,14 @@ class _BaseMixUpCutMix(nn.Module):
         self.generator = generator
         self.validate = validate
 
-    def plan(self, images: torch.Tensor) -> Plan:
+    @staticmethod
+    def _spec_options(alpha: float) -> dict:
         raise NotImplementedError
+
+    def plan(self, images: torch.Tensor) -> Plan:
+        """Draw this call's plan for ``images`` (nothing is applied)."""
+        return self._spec.draw(images.shape[0], spatial_size(images) if self._spec.cutmix_on else None,
+                               images.device, self.generator)
 
     def forward(self, *inputs: Any) -> Any:
         structure = inputs if len(inputs) > 1 else inputs[0]
@@ -77,10 +85,10 @@ class _BaseMixUpCutMix(nn.Module):
                                  f"one plan")
         if isinstance(labels, torch.Tensor) and labels.dim() == 1 and labels.dtype != torch.int64:
             raise TypeError(f"labels: class indices must be int64, got {labels.dtype}")
-        checked = _checks.default_validate(self.validate, first.device)
-        k = _checks.labels("labels", labels, first.shape[0], self.num_classes, first.device, checked)
+        k = _checks.labels("labels", labels, first.shape[0], self.num_classes, first.device,
+                           _checks.default_validate(self.validate, first.device))
         plan = self.plan(first)
-        soft = ops.targets_of(labels, plan, k, 0.0, checked)
+        soft = ops.targets_of(labels, plan, k, 0.0)
         mixed = {id(b): apply(b, plan, inplace=None if self.inplace else False) for b in batches}
         out = [soft if leaf is labels else mixed.get(id(leaf), leaf) for leaf in leaves]
         return _pytree.tree_unflatten(out, spec)
@@ -100,9 +108,9 @@ class MixUp(_BaseMixUpCutMix):
 
     _dims = None
 
-    def plan(self, images: torch.Tensor) -> Plan:
-        return mixup_cutmix_plan(images.shape[0], None, mixup_alpha=self.alpha, pairing="roll",
-                                 device=images.device, generator=self.generator)
+    @staticmethod
+    def _spec_options(alpha: float) -> dict:
+        return dict(mixup_alpha=alpha)
 
 
 class CutMix(_BaseMixUpCutMix):
@@ -114,7 +122,6 @@ class CutMix(_BaseMixUpCutMix):
 
     _dims = (4, 5)
 
-    def plan(self, images: torch.Tensor) -> Plan:
-        return mixup_cutmix_plan(images.shape[0], spatial_size(images), mixup_alpha=0.0, cutmix_alpha=self.alpha,
-                                 correct_lam=True, pairing="roll", box_style="torchvision",
-                                 device=images.device, generator=self.generator)
+    @staticmethod
+    def _spec_options(alpha: float) -> dict:
+        return dict(mixup_alpha=0.0, cutmix_alpha=alpha, box_style="torchvision")

@@ -28,15 +28,15 @@ DTYPES = {"fp32": 4, "fp16": 2, "bf16": 2, "u8": 1, "fp64": 8, "i64": 8}
 
 # (variant, kernel, dtypes, constexpr overrides)
 BLEND_VARIANTS = [
-    ("blend_inplace", ("fp32", "fp16", "bf16", "u8", "fp64"), dict(WHOLE=False, TRANSPOSE=False, FILL=0)),
-    ("blend_out", ("fp32", "fp16", "bf16", "u8", "fp64"), dict(WHOLE=True, TRANSPOSE=False, FILL=0)),
-    ("blend_grad", ("fp32", "fp16", "bf16", "fp64"), dict(WHOLE=True, TRANSPOSE=True, FILL=0)),
-    ("erase_const", ("fp32", "u8"), dict(WHOLE=False, TRANSPOSE=False, FILL=1)),
-    ("erase_noise", ("fp32",), dict(WHOLE=False, TRANSPOSE=False, FILL=2)),
-    ("mask_select", ("i64",), dict(WHOLE=False, TRANSPOSE=False, FILL=1)),
-    ("blend_perm", ("fp32", "bf16", "u8"), dict(WHOLE=False, TRANSPOSE=False, FILL=0, WALK=0)),
-    ("blend_roll", ("fp32",), dict(WHOLE=False, TRANSPOSE=False, FILL=0, WALK=2)),
-    ("mixup_inplace", ("fp32", "fp16", "bf16", "u8"), dict(WHOLE=False, TRANSPOSE=False, FILL=0, WHOLE_ROWS=True)),
+    ("blend_inplace", "_blend_inplace_kernel", ("fp32", "fp16", "bf16", "u8", "fp64"), dict(FILL=0)),
+    ("blend_out", "_blend_out_kernel", ("fp32", "fp16", "bf16", "u8", "fp64"), dict(FILL=0)),
+    ("blend_grad", "_blend_grad_kernel", ("fp32", "fp16", "bf16", "fp64"), dict()),
+    ("erase_const", "_blend_inplace_kernel", ("fp32", "u8"), dict(FILL=1)),
+    ("erase_noise", "_blend_inplace_kernel", ("fp32",), dict(FILL=2)),
+    ("mask_select", "_blend_inplace_kernel", ("i64",), dict(FILL=1)),
+    ("blend_perm", "_blend_inplace_kernel", ("fp32", "bf16", "u8"), dict(FILL=0, WALK=0)),
+    ("blend_roll", "_blend_inplace_kernel", ("fp32",), dict(FILL=0, WALK=2)),
+    ("mixup_inplace", "_blend_inplace_kernel", ("fp32", "fp16", "bf16", "u8"), dict(FILL=0, WHOLE_ROWS=True)),
 ]
 TARGET_VARIANTS = [("targets_index", False), ("targets_soft", True)]
 
@@ -58,33 +58,37 @@ def _tool(name: str) -> str:
     return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", name)
 
 
-def _blend_source(variant: dict, dtype: str):
+# pointer arguments by name: the batch's dtype, or a fixed one
+_POINTERS = {"walk_ptr": "*i32", "cycle_start_ptr": "*i32", "lam_self_ptr": "*fp32", "lam_partner_ptr": "*fp32",
+             "box_ptr": "*i32", "fill_ptr": "*fp32", "seed_ptr": "*i64"}
+# what the JIT infers for a 16-byte-aligned contiguous 3x224x224 batch
+_ALIGNED = ("lanes", "box_width", "stride_batch", "stride_plane", "stride_row", "sample_numel")
+
+
+def _blend_source(kernel: str, variant: dict, dtype: str):
     from triton.compiler import ASTSource
 
     from . import blend
     from fastmix.layout import Layout
 
     size = DTYPES[dtype]
-    layout = Layout(256, 3, 224, 224, 3 * 224 * 224, 224 * 224, 224, 1, 3, False, 1)
+    layout = Layout(batch=256, planes=3, rows=224, lanes=224, stride_batch=3 * 224 * 224, stride_plane=224 * 224,
+                    stride_row=224, channels=3)
     block_r, block_l, num_warps = blend.tile_shape(layout, size)
-    fn = blend._blend_kernel
-    ptr = "*" + dtype
-    sig = {
-        "src_ptr": ptr, "dst_ptr": ptr, "walk_ptr": "*i32", "cycle_start_ptr": "*i32",
-        "lam_self_ptr": "*fp32", "lam_partner_ptr": "*fp32", "box_ptr": "*i32", "fill_ptr": "*fp32",
-        "seed_ptr": "*i64",
-    }
-    for name in ("B", "P", "R", "L", "WB", "K", "C", "PPC", "stride_b", "stride_p", "stride_r", "fill_stride_b",
-                 "fill_stride_c", "numel", "n_cycles", "grid_cycles"):
-        sig[name] = "i32"
-    const = dict(NB=1, BLEND=dtype != "i64", ROUND=dtype == "u8", CH_IN_LANE=False, F64=dtype == "fp64",
-                 WALK=1, WHOLE_ROWS=False, VEC=max(1, 16 // size), BLOCK_R=block_r, BLOCK_L=block_l)
+    fn = getattr(blend, kernel)
+    const = dict(BOXES=1, CHANNEL_IN_LANE=False, WALK=1, WHOLE_ROWS=False, VEC=max(1, 16 // size),
+                 BLOCK_R=block_r, BLOCK_L=block_l)
     const.update(variant)
-    for name in const:
-        sig[name] = "constexpr"
-    # what the JIT infers for a 16-byte-aligned contiguous 3x224x224 batch
-    aligned = [name for name in sig if name.endswith("_ptr")] + ["L", "WB", "stride_b", "stride_p", "stride_r",
-                                                                  "numel"]
+    const = {name: value for name, value in const.items() if name in fn.arg_names}
+    sig = {}
+    for name in fn.arg_names:
+        if name in const:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = _POINTERS.get(name, "*" + dtype)
+        else:
+            sig[name] = "i32"
+    aligned = [name for name in sig if name.endswith("_ptr")] + [name for name in _ALIGNED if name in sig]
     attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in aligned}
     return ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs), num_warps
 
@@ -145,7 +149,8 @@ def compile_one(kernel: str, arch: int, dtype: str) -> Report:
         if kernel.startswith("targets"):
             src, num_warps = _targets_source(dict(TARGET_VARIANTS)[kernel])
         else:
-            src, num_warps = _blend_source(dict((v, c) for v, _, c in BLEND_VARIANTS)[kernel], dtype)
+            _, fn_name, _, variant = next(v for v in BLEND_VARIANTS if v[0] == kernel)
+            src, num_warps = _blend_source(fn_name, variant, dtype)
         compiled = triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
         ptx = compiled.asm["ptx"]
         usage = resource_usage(compiled.asm["cubin"])
@@ -162,7 +167,7 @@ def compile_one(kernel: str, arch: int, dtype: str) -> Report:
 def jobs(arches=(80, 90)) -> list[tuple[str, int, str]]:
     out = []
     for arch in arches:
-        for name, dtypes, _ in BLEND_VARIANTS:
+        for name, _, dtypes, _ in BLEND_VARIANTS:
             out += [(name, arch, dt) for dt in dtypes]
         out += [(name, arch, "fp32") for name, _ in TARGET_VARIANTS]
     return out

@@ -1,18 +1,24 @@
-"""The region blend as one Triton kernel: in place, out of place, and its gradient.
+"""The region blend as Triton kernels, one per role: in place, out of place, and the gradient.
 
     inside the region of sample i:  out[i] = a_i * x[i] + b_i * x[partner[i]] + (1 - a_i - b_i) * fill_i
     outside it:                     out[i] = x[i]
 
-One program owns one tile (a block of rows × lanes of one plane) of one *cycle* of the partner
-permutation and walks the cycle row by row: it loads the next row of the cycle before it
-stores the current one, and keeps the cycle's first row in registers for the last step. So
-every byte is read once and written once, no row is read after it was overwritten (any
-permutation, in place), and no two programs touch the same byte. In place, a tile that no
-region of its cycle touches returns after a scalar pre-walk, and inside a tile only region
-pixels are loaded or stored. Flip, roll and identity cycles are computed in the kernel; other
-permutations come as a table (``walk``, ``cycle_start``) from ``fastmix.plan.cycles_of``.
+Every kernel walks the partner permutation's cycles. One program owns one tile (a block of rows
+x lanes of one plane, the same in every sample) of one cycle and walks the cycle row by row: it
+loads the next row of the cycle before it stores the current one, and keeps the cycle's first
+row in registers for the last step. So every byte is read once and written once, no row is read
+after it was overwritten (any permutation, in place), and no two programs touch the same byte.
 
-The sample layout (planes × rows × unit-stride lanes) is described in ``fastmix/layout.py``.
+- ``_blend_inplace_kernel`` touches only region pixels; a tile that no region of its cycle
+  touches returns after a scalar pre-walk. Integer masks are selected, never blended (decided by
+  the storage dtype).
+- ``_blend_out_kernel`` writes every element of a new tensor.
+- ``_blend_grad_kernel`` walks the cycles backwards: each row gathers from the row that drew
+  from it (the transpose of the blend).
+
+Flip, roll and identity cycles are closed forms (``WALK_FLIP``...); other permutations come as a
+table (``walk``, ``cycle_start``) from ``fastmix.plan.cycles_of``. The sample layout (planes x
+rows x unit-stride lanes) is ``fastmix/layout.py``'s; the reference is ``fastmix/reference.py``.
 """
 from __future__ import annotations
 
@@ -20,67 +26,33 @@ import torch
 import triton
 import triton.language as tl
 
-# fill modes
-NO_FILL, CONST_FILL, NOISE_FILL = 0, 1, 2
+from . import noise
+from .walk import WALK_FLIP, WALK_ROLL, WALK_TABLE, WALKS, cycle, gated, load_split, region, tile, walk_row
+
+# fill modes (constexpr globals: the kernels read them; the launchers pass their .value)
+NO_FILL, CONST_FILL, NOISE_FILL = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
+MAX_GRID_Y = 65535
 
 
-@triton.jit
-def _region(box_ptr, row, rows, lanes, R, WB, K, NB: tl.constexpr, VEC: tl.constexpr):
-    """Which elements of the tile lie in the union of ``row``'s NB boxes, as two masks.
-
-    ``whole`` is the region; ``body`` is its part whose lane bounds are rounded inwards to
-    multiples of VEC. ``body`` is constant over aligned runs of VEC lanes, which is what lets
-    Triton issue 128-bit accesses for it; the ragged edges (``whole & ~body``, fewer than VEC
-    lanes per box row) go element by element.
-    """
-    whole = (rows < 0) & (lanes < 0)
-    body = whole
-    for n in tl.static_range(NB):
-        base = box_ptr + row * (NB * 4) + n * 4
-        y0 = tl.minimum(tl.maximum(tl.load(base), 0), R)
-        y1 = tl.minimum(tl.maximum(tl.load(base + 1), 0), R)
-        x0 = tl.minimum(tl.maximum(tl.load(base + 2), 0), WB) * K
-        x1 = tl.minimum(tl.maximum(tl.load(base + 3), 0), WB) * K
-        in_rows = (rows >= y0) & (rows < y1)
-        whole = whole | (in_rows & (lanes >= x0) & (lanes < x1))
-        body = body | (in_rows & (lanes >= tl.cdiv(x0, VEC) * VEC) & (lanes < (x1 // VEC) * VEC))
-    return whole, body
-
+# --------------------------------------------------------------------------------------------
+# shared helpers
+# --------------------------------------------------------------------------------------------
 
 @triton.jit
-def _row_region(box_ptr, row, rows, lanes, inside, R, WB, K, NB: tl.constexpr, VEC: tl.constexpr,
-                WHOLE_ROWS: tl.constexpr):
-    """``_region`` of one row; for plans whose regions are whole samples (or empty) it is just
-    ``inside`` or nothing, decided by one scalar, and costs no per-element work."""
-    if WHOLE_ROWS:
-        live = tl.load(box_ptr + row * (NB * 4)) < tl.load(box_ptr + row * (NB * 4) + 1)
-        reg = tl.where(live, inside, False)
-        return reg, reg
-    else:
-        return _region(box_ptr, row, rows, lanes, R, WB, K, NB, VEC)
-
-
-@triton.jit
-def _load_split(ptr, body, edge):
-    """Load where ``body | edge`` (disjoint): ``body`` vectorises, ``edge`` goes element-wise."""
-    return tl.where(body, tl.load(ptr, mask=body), tl.load(ptr, mask=edge))
-
-
-@triton.jit
-def _gated(mask, weight):
-    """``mask`` where ``weight != 0``, else all false. (Written with where, not ``&``: Triton
-    3.6's interpreter mistypes a broadcast scalar float comparison.)"""
-    return tl.where(weight != 0.0, mask, False)
+def _round_half_even(v):
+    """Nearest integer, ties to even (torch.round's rule), for float32 0 <= v < 2**22: adding
+    1.5 * 2**23 leaves no fraction bits, so the float32 add itself rounds to nearest even."""
+    return (v + 12582912.0) - 12582912.0
 
 
 @triton.jit
 def _to_storage(val, dtype: tl.constexpr):
-    """Cast the float32/64 result to the storage dtype, rounding to nearest even.
-
-    bfloat16 is rounded with integer arithmetic: Triton 3.6's interpreter truncates in its
-    float32 -> bfloat16 cast, and one code path for the GPU and the interpreter is the point.
-    """
-    if dtype == tl.bfloat16:
+    """The float32/64 result in the storage dtype: uint8 rounds half to even and clamps;
+    bfloat16 rounds to nearest even with integer arithmetic (Triton 3.6's interpreter truncates
+    in its float32 -> bfloat16 cast, and one code path for the GPU and the interpreter is the point)."""
+    if dtype == tl.uint8:
+        return tl.minimum(tl.maximum(_round_half_even(val), 0.0), 255.0).to(tl.uint8)
+    elif dtype == tl.bfloat16:
         bits = val.to(tl.float32).to(tl.uint32, bitcast=True)
         bits = bits + 0x7FFF + ((bits >> 16) & 1)
         return (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
@@ -89,217 +61,225 @@ def _to_storage(val, dtype: tl.constexpr):
 
 
 @triton.jit
-def _round_half_even(v):
-    """Nearest integer, ties to even (torch.round's rule), for float32 0 <= v < 2**22.
-
-    Adding 1.5 * 2**23 leaves no fraction bits, so the float32 add itself rounds to nearest
-    even; subtracting it back is exact. Two instructions instead of a floor-and-compare chain.
-    """
-    return (v + 12582912.0) - 12582912.0
-
-
-@triton.jit
-def _cos_2pi(u):
-    """cos(2*pi*u) for u in [0, 1) by a Taylor polynomial on [0, pi/2] (error < 1e-10).
-
-    tl.cos would call libdevice's cosf, whose large-argument reduction keeps a 28-byte array in
-    local memory; this argument is never large. Same coefficients as reference.cos_2pi.
-    """
-    r = tl.abs(u - tl.floor(u + 0.5))            # [0, 0.5]: cos is even and 1-periodic in u
-    flip = r > 0.25
-    x = 6.283185307179586 * tl.where(flip, 0.5 - r, r)   # [0, pi/2]; cos(pi - x) = -cos(x)
-    x2 = x * x
-    p = -1.1470745597729725e-11
-    p = p * x2 + 2.08767569878681e-09
-    p = p * x2 - 2.755731922398589e-07
-    p = p * x2 + 2.48015873015873e-05
-    p = p * x2 - 0.001388888888888889
-    p = p * x2 + 0.041666666666666664
-    p = p * x2 - 0.5
-    p = p * x2 + 1.0
-    return tl.where(flip, -p, p)
-
-
-@triton.jit
-def _normal(seed, counter):
-    """N(0, 1) by Box-Muller from the first two Philox words at ``counter`` (see reference.normal_from_counter)."""
-    r0, r1, _, _ = tl.randint4x(seed, counter)
-    u1 = tl.maximum(tl.random.uint_to_uniform_float(r0), 1.0e-7)
-    u2 = tl.random.uint_to_uniform_float(r1)
-    return tl.sqrt(-2.0 * tl.log(u1)) * _cos_2pi(u2)
-
-
-@triton.jit
-def _walk_row(walk_ptr, start, j, k, B, WALK: tl.constexpr):
-    """Row at position ``k`` of cycle ``j``. Flip, roll and self pairings are closed forms; any
-    other permutation reads its cycles from the table (``walk``, ``cycle_start``)."""
-    if WALK == 1:        # flip: cycle j is (j, B-1-j); the middle of an odd batch is alone
-        return tl.where(k == 0, j, B - 1 - j)
-    elif WALK == 2:      # roll by one: the single cycle 0, B-1, B-2, ..., 1
-        return (B - k) % B
-    elif WALK == 3:      # every row its own partner
-        return j + k * 0
+def _fill(fill_ptr, seed_ptr, row, plane, tile_rows, tile_lanes, mask, planes, rows, lanes, channels,
+          planes_per_channel, sample_numel, fill_stride_batch, fill_stride_channel, FILL: tl.constexpr,
+          CHANNEL_IN_LANE: tl.constexpr):
+    """The fill of ``row``'s tile: its constant (per sample, or per channel) or counter-based noise
+    indexed by the element's logical NC(T)HW position (``Layout.logical_index``)."""
+    if FILL == NOISE_FILL:
+        if CHANNEL_IN_LANE:
+            logical = (((tile_lanes % channels) * planes + plane) * rows + tile_rows).to(tl.int64) \
+                * (lanes // channels) + tile_lanes // channels
+        else:
+            logical = (plane.to(tl.int64) * rows + tile_rows) * lanes + tile_lanes
+        return noise.normal(tl.load(seed_ptr), row.to(tl.int64) * sample_numel + logical)
     else:
-        return tl.load(walk_ptr + start + k)
+        fill_row = fill_ptr + row * fill_stride_batch
+        if CHANNEL_IN_LANE:
+            return tl.load(fill_row + (tile_lanes % channels) * fill_stride_channel, mask=mask, other=0.0)
+        else:
+            return tl.load(fill_row + (plane // planes_per_channel) * fill_stride_channel)
 
 
 @triton.jit
-def _blend_kernel(
-    src_ptr, dst_ptr,                       # dst == src in place
-    walk_ptr, cycle_start_ptr,              # cycle table (WALK == 0 only)
-    lam_self_ptr, lam_partner_ptr, box_ptr,
-    fill_ptr, seed_ptr,
-    B, P, R, L, WB, K, C, PPC,              # batch, planes, rows, lanes, box width, lane scale, channels, planes/channel
-    stride_b, stride_p, stride_r, fill_stride_b, fill_stride_c, numel,
-    n_cycles, grid_cycles,                  # cycles to walk; programs along grid axis 1
-    NB: tl.constexpr,                       # boxes per sample
-    FILL: tl.constexpr,                     # NO_FILL, CONST_FILL or NOISE_FILL
-    WHOLE: tl.constexpr,                    # write every element (out of place, gradient), not only regions
-    TRANSPOSE: tl.constexpr,                # gradient: walk the cycles backwards, gate by the sender's region
-    BLEND: tl.constexpr,                    # False for integer masks: select instead of blend
-    ROUND: tl.constexpr,                    # uint8: round half to even and clamp
-    CH_IN_LANE: tl.constexpr,               # channels_last: channel = lane % C
-    F64: tl.constexpr,
-    WALK: tl.constexpr,                     # 0 table, 1 flip, 2 roll, 3 self
-    WHOLE_ROWS: tl.constexpr,               # every region is a whole sample or empty (Mixup plans)
-    VEC: tl.constexpr,                      # elements per 16 bytes
-    BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+def _blend_terms(a, own, b, other, c, fill, cdt: tl.constexpr, FILL: tl.constexpr):
+    """``a * own + b * other + c * fill`` in that order, leaving out zero-weight terms. An absent
+    term adds -0.0, IEEE's exact additive identity (+0.0 would turn a copied -0.0 into +0.0), so a
+    copy (``b == 1``) is exact; as ``reference._blend_terms``."""
+    # -0.0 by its bits: Triton folds a literal -0.0 into the null constant, which is +0.0
+    if cdt == tl.float64:
+        neg_zero = tl.full((), 0x8000000000000000, tl.uint64).to(tl.float64, bitcast=True)
+    else:
+        neg_zero = tl.full((), 0x80000000, tl.uint32).to(tl.float32, bitcast=True)
+    val = tl.where(a != 0.0, a.to(cdt) * own.to(cdt), neg_zero)
+    val += tl.where(b != 0.0, b.to(cdt) * other.to(cdt), neg_zero)
+    if FILL != NO_FILL:
+        val += tl.where(c != 0.0, c.to(cdt) * fill.to(cdt), neg_zero)
+    return val
+
+
+# --------------------------------------------------------------------------------------------
+# in place
+# --------------------------------------------------------------------------------------------
+
+@triton.jit
+def _blend_inplace_kernel(
+    x_ptr,                                   # the batch, written in place
+    walk_ptr, cycle_start_ptr,               # cycle table (WALK_TABLE only)
+    lam_self_ptr, lam_partner_ptr, box_ptr, fill_ptr, seed_ptr,
+    # layout (fastmix/layout.py)
+    batch, planes, rows, lanes, box_width, lane_scale, channels, planes_per_channel,
+    stride_batch, stride_plane, stride_row, sample_numel,
+    fill_stride_batch, fill_stride_channel,
+    n_cycles, grid_cycles,                   # cycles to walk; programs along grid axis 1
+    BOXES: tl.constexpr, FILL: tl.constexpr, WALK: tl.constexpr, WHOLE_ROWS: tl.constexpr,
+    CHANNEL_IN_LANE: tl.constexpr, VEC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    # one tile per program along axis 0: (plane, row block, lane block) of the whole sample
-    t = tl.program_id(0)
-    n_rb = tl.cdiv(R, BLOCK_R)
-    n_lb = tl.cdiv(L, BLOCK_L)
-    plane = t // (n_rb * n_lb)
-    rem = t % (n_rb * n_lb)
-    row0 = (rem // n_lb) * BLOCK_R
-    lane0 = (rem % n_lb) * BLOCK_L
-    rows = row0 + tl.arange(0, BLOCK_R)[:, None]
-    lanes = lane0 + tl.arange(0, BLOCK_L)[None, :]
-    inside = (rows < R) & (lanes < L)    # VEC-constant when L is a multiple of VEC
-    offs = plane.to(tl.int64) * stride_p + rows.to(tl.int64) * stride_r + lanes
-    cdt = tl.float64 if F64 else tl.float32
-    out_ty = dst_ptr.dtype.element_ty
+    dtype: tl.constexpr = x_ptr.dtype.element_ty
+    BLEND: tl.constexpr = dtype.is_floating() or dtype == tl.uint8    # else an integer mask: select
+    cdt: tl.constexpr = tl.float64 if dtype == tl.float64 else tl.float32
+    # -- map the program to a tile --
+    plane, row0, lane0, tile_rows, tile_lanes, inside, offs = tile(rows, lanes, stride_plane, stride_row,
+                                                                    BLOCK_R, BLOCK_L)
     for j in range(tl.program_id(1), n_cycles, grid_cycles):
-        if WALK == 0:
-            start = tl.load(cycle_start_ptr + j)
-            length = tl.load(cycle_start_ptr + j + 1) - start
-        else:
-            start = 0
-            if WALK == 1:
-                length = tl.where(2 * j + 1 < B, 2, 1)
-            elif WALK == 2:
-                length = B + j * 0
-            else:
-                length = 1 + j * 0
-        if WHOLE:
-            hit = length > 0
-        else:
-            # in place, a tile no region of the cycle touches has nothing to do: a scalar pre-walk
-            hit = length < 0
-            for k in range(0, length):
-                row_k = _walk_row(walk_ptr, start, j, k, B, WALK)
-                for n in tl.static_range(NB):
-                    base = box_ptr + row_k * (NB * 4) + n * 4
-                    x0 = tl.minimum(tl.load(base + 2), WB) * K      # clip before scaling: FULL * K overflows
-                    x1 = tl.minimum(tl.load(base + 3), WB) * K
-                    hit = hit | ((tl.load(base) < row0 + BLOCK_R) & (tl.load(base + 1) > row0)
-                                 & (x0 < lane0 + BLOCK_L) & (x1 > lane0) & (x0 < x1))
+        start, length = cycle(cycle_start_ptr, j, batch, WALK)
+        # -- pre-walk: a tile that no region of the cycle touches has nothing to do --
+        hit = length < 0
+        for k in range(0, length):
+            row_k = walk_row(walk_ptr, start, j, k, batch, WALK)
+            for n in tl.static_range(BOXES):
+                base = box_ptr + row_k * (BOXES * 4) + n * 4
+                x0 = tl.minimum(tl.load(base + 2), box_width) * lane_scale      # clip before scaling: FULL * scale overflows
+                x1 = tl.minimum(tl.load(base + 3), box_width) * lane_scale
+                hit = hit | ((tl.load(base) < row0 + BLOCK_R) & (tl.load(base + 1) > row0)
+                             & (x0 < lane0 + BLOCK_L) & (x1 > lane0) & (x0 < x1))
         if hit:
-            # the first row of the cycle stays in registers for the last step (its partner)
-            row_first = _walk_row(walk_ptr, start, j, 0, B, WALK)
-            reg_first, body_first = _row_region(box_ptr, row_first, rows, lanes, inside, R, WB, K, NB, VEC, WHOLE_ROWS)
+            # -- the cycle's first row stays in registers for the last step (its partner) --
+            row_first = walk_row(walk_ptr, start, j, 0, batch, WALK)
+            reg_first, body_first = region(box_ptr, row_first, tile_rows, tile_lanes, inside, rows, box_width,
+                                            lane_scale, BOXES, VEC, WHOLE_ROWS)
             a_first = tl.load(lam_self_ptr + row_first)
             b_first = tl.load(lam_partner_ptr + row_first)
-            ptr_first = src_ptr + row_first.to(tl.int64) * stride_b + offs
-            if WHOLE:
-                first = tl.load(ptr_first, mask=inside)
+            # needed as itself (a != 0) or as the partner of the cycle's last row (b != 0)
+            row_last = walk_row(walk_ptr, start, j, length - 1, batch, WALK)
+            reg_last, body_last = region(box_ptr, row_last, tile_rows, tile_lanes, inside, rows, box_width,
+                                          lane_scale, BOXES, VEC, WHOLE_ROWS)
+            b_last = tl.load(lam_partner_ptr + row_last)
+            ptr_first = x_ptr + row_first.to(tl.int64) * stride_batch + offs
+            body = gated(body_first, a_first) | gated(body_last, b_last)
+            if WHOLE_ROWS:
+                first = tl.load(ptr_first, mask=body)
             else:
-                # needed as itself (a != 0) or as the partner of the cycle's last row (b != 0);
-                # in place is never the (backwards-walking) gradient, so the last row is w[L-1]
-                row_last = _walk_row(walk_ptr, start, j, length - 1, B, WALK)
-                reg_last, body_last = _row_region(box_ptr, row_last, rows, lanes, inside, R, WB, K, NB, VEC, WHOLE_ROWS)
-                b_last = tl.load(lam_partner_ptr + row_last)
-                body = _gated(body_first, a_first) | _gated(body_last, b_last)
-                if WHOLE_ROWS:
-                    first = tl.load(ptr_first, mask=body)
-                else:
-                    need = _gated(reg_first, a_first) | _gated(reg_last, b_last)
-                    first = _load_split(ptr_first, body, need & ~body)
-
+                need = gated(reg_first, a_first) | gated(reg_last, b_last)
+                first = load_split(ptr_first, body, need & ~body)
+            # -- walk the cycle: load the next row, blend this one, store it --
             cur, row, reg, body, a, b = first, row_first, reg_first, body_first, a_first, b_first
             for m in range(0, length):
-                wrap = m + 1 == length
-                if TRANSPOSE:
-                    k_next = (length - (m + 1)) % length
-                else:
-                    k_next = (m + 1) % length
-                row_n = _walk_row(walk_ptr, start, j, k_next, B, WALK)
-                reg_n, body_n = _row_region(box_ptr, row_n, rows, lanes, inside, R, WB, K, NB, VEC, WHOLE_ROWS)
+                k_next = (m + 1) % length
+                row_n = walk_row(walk_ptr, start, j, k_next, batch, WALK)
+                reg_n, body_n = region(box_ptr, row_n, tile_rows, tile_lanes, inside, rows, box_width, lane_scale,
+                                        BOXES, VEC, WHOLE_ROWS)
                 a_n = tl.load(lam_self_ptr + row_n)
                 b_n = tl.load(lam_partner_ptr + row_n)
-                ptr_n = src_ptr + row_n.to(tl.int64) * stride_b + offs
                 more = m + 1 < length
-                if WHOLE:
-                    nxt = tl.load(ptr_n, mask=inside & more)
+                # the next row is read once: as itself (a_n != 0) and as this row's partner (b != 0)
+                ptr_n = x_ptr + row_n.to(tl.int64) * stride_batch + offs
+                body_need = (gated(body_n, a_n) | gated(body, b)) & more
+                if WHOLE_ROWS:
+                    nxt = tl.load(ptr_n, mask=body_need)
                 else:
-                    # the next row is read once: as itself (a_n != 0) and as this row's partner (b != 0)
-                    body_need = (_gated(body_n, a_n) | _gated(body, b)) & more
-                    if WHOLE_ROWS:
-                        nxt = tl.load(ptr_n, mask=body_need)
+                    need = (gated(reg_n, a_n) | gated(reg, b)) & more
+                    nxt = load_split(ptr_n, body_need, need & ~body_need)
+                nxt = tl.where(m + 1 == length, first, nxt)
+                c = 1.0 - a - b
+                if FILL != NO_FILL:
+                    fill = _fill(fill_ptr, seed_ptr, row, plane, tile_rows, tile_lanes, gated(reg, c), planes, rows,
+                                 lanes, channels, planes_per_channel, sample_numel, fill_stride_batch,
+                                 fill_stride_channel, FILL, CHANNEL_IN_LANE)
+                else:
+                    fill = 0.0
+                if BLEND:
+                    out = tl.where(reg, _to_storage(_blend_terms(a, cur, b, nxt, c, fill, cdt, FILL), dtype), cur)
+                else:
+                    if FILL != NO_FILL:
+                        filled = fill.to(dtype)
                     else:
-                        need = (_gated(reg_n, a_n) | _gated(reg, b)) & more
-                        nxt = _load_split(ptr_n, body_need, need & ~body_need)
-                nxt = tl.where(wrap, first, nxt)
-
-                if TRANSPOSE:
-                    # dx[row] = g[row] * (a inside / 1 outside) + b_n * g[row_n] inside row_n's region
-                    own = cur.to(cdt)
-                    val = tl.where(reg, tl.where(a != 0.0, a.to(cdt) * own, 0.0), own)
-                    val += tl.where(_gated(reg_n, b_n), b_n.to(cdt) * nxt.to(cdt), 0.0)
-                    out = _to_storage(val, out_ty)
-                elif BLEND:
-                    val = tl.where(a != 0.0, a.to(cdt) * cur.to(cdt), 0.0)
-                    val += tl.where(b != 0.0, b.to(cdt) * nxt.to(cdt), 0.0)
-                    if FILL != 0:
-                        c = 1.0 - a - b
-                        if FILL == 1:
-                            fill_row = fill_ptr + row * fill_stride_b
-                            if CH_IN_LANE:
-                                fill = tl.load(fill_row + (lanes % C) * fill_stride_c, mask=_gated(reg, c), other=0.0)
-                            else:
-                                fill = tl.load(fill_row + (plane // PPC) * fill_stride_c)
-                            fill = fill.to(cdt)
-                        else:
-                            if CH_IN_LANE:
-                                logical = (((lanes % C) * P + plane) * R + rows).to(tl.int64) * (L // C) + lanes // C
-                            else:
-                                logical = (plane.to(tl.int64) * R + rows) * L + lanes
-                            fill = _normal(tl.load(seed_ptr), row.to(tl.int64) * numel + logical).to(cdt)
-                        val += tl.where(c != 0.0, c.to(cdt) * fill, 0.0)
-                    if ROUND:
-                        val = tl.minimum(tl.maximum(_round_half_even(val), 0.0), 255.0)
-                    out = tl.where(reg, _to_storage(val, out_ty), cur)
-                else:
-                    fill_v = tl.load(fill_ptr + row * fill_stride_b).to(out_ty)
-                    out = tl.where(_gated(reg, b), nxt, tl.where(tl.where(a == 0.0, reg, False), fill_v, cur))
-                ptr_out = dst_ptr + row.to(tl.int64) * stride_b + offs
-                if WHOLE:
-                    tl.store(ptr_out, out, mask=inside)
-                else:
-                    tl.store(ptr_out, out, mask=body)
-                    if not WHOLE_ROWS:
-                        tl.store(ptr_out, out, mask=reg & ~body)
+                        filled = cur
+                    out = tl.where(gated(reg, b), nxt, tl.where(tl.where(a == 0.0, reg, False), filled, cur))
+                # -- write back: the vectorisable body, then the ragged edges --
+                ptr_out = x_ptr + row.to(tl.int64) * stride_batch + offs
+                tl.store(ptr_out, out, mask=body)
+                if not WHOLE_ROWS:
+                    tl.store(ptr_out, out, mask=reg & ~body)
                 cur, row, reg, body, a, b = nxt, row_n, reg_n, body_n, a_n, b_n
+
+
+# --------------------------------------------------------------------------------------------
+# out of place, and the gradient
+# --------------------------------------------------------------------------------------------
+
+@triton.jit
+def _blend_out_kernel(
+    src_ptr, dst_ptr,
+    walk_ptr, cycle_start_ptr, lam_self_ptr, lam_partner_ptr, box_ptr, fill_ptr, seed_ptr,
+    batch, planes, rows, lanes, box_width, lane_scale, channels, planes_per_channel,
+    stride_batch, stride_plane, stride_row, sample_numel,
+    fill_stride_batch, fill_stride_channel,
+    n_cycles, grid_cycles,
+    BOXES: tl.constexpr, FILL: tl.constexpr, WALK: tl.constexpr, WHOLE_ROWS: tl.constexpr,
+    CHANNEL_IN_LANE: tl.constexpr, VEC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    dtype: tl.constexpr = dst_ptr.dtype.element_ty
+    cdt: tl.constexpr = tl.float64 if dtype == tl.float64 else tl.float32
+    plane, row0, lane0, tile_rows, tile_lanes, inside, offs = tile(rows, lanes, stride_plane, stride_row,
+                                                                    BLOCK_R, BLOCK_L)
+    for j in range(tl.program_id(1), n_cycles, grid_cycles):
+        start, length = cycle(cycle_start_ptr, j, batch, WALK)
+        row = walk_row(walk_ptr, start, j, 0, batch, WALK)      # an empty table slot (length 0) is not read
+        first = tl.load(src_ptr + row.to(tl.int64) * stride_batch + offs, mask=inside & (length > 0))
+        cur = first
+        for m in range(0, length):
+            # -- every element of the row: its region blended, the rest copied --
+            row_n = walk_row(walk_ptr, start, j, (m + 1) % length, batch, WALK)
+            nxt = tl.load(src_ptr + row_n.to(tl.int64) * stride_batch + offs, mask=inside & (m + 1 < length))
+            nxt = tl.where(m + 1 == length, first, nxt)
+            reg, _ = region(box_ptr, row, tile_rows, tile_lanes, inside, rows, box_width, lane_scale, BOXES, VEC,
+                             WHOLE_ROWS)
+            a = tl.load(lam_self_ptr + row)
+            b = tl.load(lam_partner_ptr + row)
+            c = 1.0 - a - b
+            if FILL != NO_FILL:
+                fill = _fill(fill_ptr, seed_ptr, row, plane, tile_rows, tile_lanes, gated(reg, c), planes, rows,
+                             lanes, channels, planes_per_channel, sample_numel, fill_stride_batch, fill_stride_channel,
+                             FILL, CHANNEL_IN_LANE)
+            else:
+                fill = 0.0
+            out = tl.where(reg, _to_storage(_blend_terms(a, cur, b, nxt, c, fill, cdt, FILL), dtype), cur)
+            tl.store(dst_ptr + row.to(tl.int64) * stride_batch + offs, out, mask=inside)
+            cur, row = nxt, row_n
+
+
+@triton.jit
+def _blend_grad_kernel(
+    grad_ptr, dst_ptr,
+    walk_ptr, cycle_start_ptr, lam_self_ptr, lam_partner_ptr, box_ptr,
+    batch, rows, lanes, box_width, lane_scale,
+    stride_batch, stride_plane, stride_row,
+    n_cycles, grid_cycles,
+    BOXES: tl.constexpr, WALK: tl.constexpr, WHOLE_ROWS: tl.constexpr, VEC: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    """``dx[row] = g[row] * (a inside / 1 outside) + b_s * g[s]`` inside the region of ``s``, the row
+    that draws from ``row`` (its predecessor on the cycle: the walk goes backwards)."""
+    dtype: tl.constexpr = dst_ptr.dtype.element_ty
+    cdt: tl.constexpr = tl.float64 if dtype == tl.float64 else tl.float32
+    plane, row0, lane0, tile_rows, tile_lanes, inside, offs = tile(rows, lanes, stride_plane, stride_row,
+                                                                    BLOCK_R, BLOCK_L)
+    for j in range(tl.program_id(1), n_cycles, grid_cycles):
+        start, length = cycle(cycle_start_ptr, j, batch, WALK)
+        row = walk_row(walk_ptr, start, j, 0, batch, WALK)
+        first = tl.load(grad_ptr + row.to(tl.int64) * stride_batch + offs, mask=inside & (length > 0))
+        cur = first
+        for m in range(0, length):
+            row_s = walk_row(walk_ptr, start, j, (length - (m + 1)) % length, batch, WALK)   # the sender
+            sent = tl.load(grad_ptr + row_s.to(tl.int64) * stride_batch + offs, mask=inside & (m + 1 < length))
+            sent = tl.where(m + 1 == length, first, sent)
+            reg, _ = region(box_ptr, row, tile_rows, tile_lanes, inside, rows, box_width, lane_scale, BOXES, VEC,
+                             WHOLE_ROWS)
+            reg_s, _ = region(box_ptr, row_s, tile_rows, tile_lanes, inside, rows, box_width, lane_scale, BOXES,
+                               VEC, WHOLE_ROWS)
+            a = tl.load(lam_self_ptr + row)
+            b_s = tl.load(lam_partner_ptr + row_s)
+            own = cur.to(cdt)
+            val = tl.where(reg, tl.where(a != 0.0, a.to(cdt) * own, 0.0), own)
+            val += tl.where(gated(reg_s, b_s), b_s.to(cdt) * sent.to(cdt), 0.0)
+            tl.store(dst_ptr + row.to(tl.int64) * stride_batch + offs, _to_storage(val, dtype), mask=inside)
+            cur, row = sent, row_s
 
 
 # --------------------------------------------------------------------------------------------
 # launchers
 # --------------------------------------------------------------------------------------------
-
-MAX_GRID_Y = 65535
-WALKS = {"flip": 1, "roll": 2, "self": 3}   # closed-form cycles; anything else reads the table
-
-
 
 def tile_shape(layout, element_size: int) -> tuple[int, int, int]:
     """(BLOCK_R, BLOCK_L, num_warps): lane blocks divide the row when they can (no ragged
@@ -325,59 +305,69 @@ def tile_shape(layout, element_size: int) -> tuple[int, int, int]:
     return block_r, block_l, num_warps
 
 
-def _fill_args(t, like):
+def _fill_args(args, like):
     """(mode, fill tensor, seed tensor, fill row stride, fill channel stride); unused ones point at ``like``."""
-    if t.noise_seed is not None:
-        return NOISE_FILL, like, t.noise_seed, 0, 0
-    if t.fill is not None:
-        return CONST_FILL, t.fill, like, t.fill.stride(0), 0 if t.fill.shape[1] == 1 else t.fill.stride(1)
-    return NO_FILL, like, like, 0, 0
+    if args.noise_seed is not None:
+        return NOISE_FILL.value, like, args.noise_seed, 0, 0
+    if args.fill is not None:
+        return (CONST_FILL.value, args.fill, like, args.fill.stride(0),
+                0 if args.fill.shape[1] == 1 else args.fill.stride(1))
+    return NO_FILL.value, like, like, 0, 0
 
 
-def _launch(src, dst, layout, t, pairing: str, whole: bool, transpose: bool, whole_rows: bool) -> None:
-    if layout.batch == 0 or layout.sample_numel == 0:
-        return
-    dtype = src.dtype
-    block_r, block_l, num_warps = tile_shape(layout, src.element_size())
-    fill_mode, fill, seed, fill_stride_b, fill_stride_c = (
-        (NO_FILL, t.lam_self, t.lam_self, 0, 0) if transpose else _fill_args(t, t.lam_self))
+def _walk_args(layout, args, element_size: int):
+    """Grid and the walk's arguments and constexprs, shared by the three launchers."""
+    block_r, block_l, num_warps = tile_shape(layout, element_size)
+    walk = WALKS.get(args.pairing, WALK_TABLE.value)
+    n_cycles = {WALK_FLIP.value: (layout.batch + 1) // 2, WALK_ROLL.value: 1}.get(walk, layout.batch)
     tiles = layout.planes * triton.cdiv(layout.rows, block_r) * triton.cdiv(layout.lanes, block_l)
-    walk = WALKS.get(pairing, 0)
-    n_cycles = {1: (layout.batch + 1) // 2, 2: 1}.get(walk, layout.batch)
     grid = (tiles, min(n_cycles, MAX_GRID_Y))
-    blended = dtype.is_floating_point or dtype == torch.uint8
-    _blend_kernel[grid](
-        src, dst, t.walk, t.cycle_start, t.lam_self, t.lam_partner, t.box, fill, seed,
-        layout.batch, layout.planes, layout.rows, layout.lanes, layout.width, layout.lane_scale,
-        layout.channels, layout.planes_per_channel,
-        layout.stride_batch, layout.stride_plane, layout.stride_row, fill_stride_b, fill_stride_c, layout.sample_numel,
-        n_cycles, grid[1],
-        NB=t.box.shape[1], FILL=fill_mode, WHOLE=whole, TRANSPOSE=transpose, BLEND=blended,
-        ROUND=dtype == torch.uint8, CH_IN_LANE=layout.channel_in_lane, F64=dtype == torch.float64,
-        WALK=walk, WHOLE_ROWS=whole_rows, VEC=max(1, 16 // src.element_size()),
-        BLOCK_R=block_r, BLOCK_L=block_l, num_warps=num_warps,
+    meta = dict(BOXES=args.box.shape[1], WALK=walk, WHOLE_ROWS=not args.spatial, VEC=max(1, 16 // element_size),
+                BLOCK_R=block_r, BLOCK_L=block_l, num_warps=num_warps)
+    return grid, n_cycles, meta
+
+
+def _launch_blend(kernel, src, dst, layout, args) -> None:
+    grid, n_cycles, meta = _walk_args(layout, args, src.element_size())
+    fill_mode, fill, seed, fill_stride_batch, fill_stride_channel = _fill_args(args, args.lam_self)
+    kernel[grid](
+        *((src,) if src is dst else (src, dst)), args.walk, args.cycle_start, args.lam_self, args.lam_partner,
+        args.box, fill, seed,
+        layout.batch, layout.planes, layout.rows, layout.lanes, layout.width, layout.lane_scale, layout.channels,
+        layout.planes_per_channel, layout.stride_batch, layout.stride_plane, layout.stride_row, layout.sample_numel,
+        fill_stride_batch, fill_stride_channel, n_cycles, grid[1],
+        FILL=fill_mode, CHANNEL_IN_LANE=layout.channel_in_lane, **meta,
     )
 
 
-def blend_(x, layout, t, pairing: str, whole_rows: bool = False) -> None:
-    """Apply plan tensors ``t`` to ``x`` in place, touching only region pixels (one launch).
+def blend_(x, layout, args) -> None:
+    """Apply the plan to ``x`` in place, touching only region pixels (one launch).
 
-    ``pairing`` names a closed-form partner permutation ("flip", "roll", "self") or "perm"
-    (then ``t.walk``/``t.cycle_start`` hold the cycles); ``whole_rows`` promises that every
-    region is a whole sample or empty (Mixup plans), which skips all per-pixel region tests.
+    ``args.pairing`` names a closed-form partner permutation ("flip", "roll", "self") or "perm"
+    (then ``args.walk``/``args.cycle_start`` hold the cycles); without boxes (``args.spatial``
+    False) every region is a whole sample or empty, which skips all per-pixel region tests.
     """
-    _launch(x, x, layout, t, pairing, whole=False, transpose=False, whole_rows=whole_rows)
+    if layout.batch and layout.sample_numel:
+        _launch_blend(_blend_inplace_kernel, x, x, layout, args)
 
 
-def blend(x, layout, t, pairing: str, whole_rows: bool = False):
+def blend(x, layout, args):
     """Out of place: a new tensor with ``x``'s layout, every element written (one launch)."""
     out = torch.empty_like(x)
-    _launch(x, out, layout, t, pairing, whole=True, transpose=False, whole_rows=whole_rows)
+    if layout.batch and layout.sample_numel:
+        _launch_blend(_blend_out_kernel, x, out, layout, args)
     return out
 
 
-def blend_backward(grad, layout, t, pairing: str, whole_rows: bool = False):
+def blend_grad(grad, layout, args):
     """Gradient of :func:`blend` w.r.t. ``x``: the transposed blend, out of place (one launch)."""
     out = torch.empty_like(grad)
-    _launch(grad, out, layout, t, pairing, whole=True, transpose=True, whole_rows=whole_rows)
+    if not (layout.batch and layout.sample_numel):
+        return out
+    grid, n_cycles, meta = _walk_args(layout, args, grad.element_size())
+    _blend_grad_kernel[grid](
+        grad, out, args.walk, args.cycle_start, args.lam_self, args.lam_partner, args.box,
+        layout.batch, layout.rows, layout.lanes, layout.width, layout.lane_scale,
+        layout.stride_batch, layout.stride_plane, layout.stride_row, n_cycles, grid[1], **meta,
+    )
     return out

@@ -6,7 +6,7 @@ import torch
 from dataclasses import replace
 
 from fastmix import functional as F
-from fastmix.plan import Plan, flip_partner, roll_partner
+from fastmix.plan import Plan, closed_form_partner
 
 LAYOUTS = ("nchw", "nhwc", "video", "video_cl", "crop", "features")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8)
@@ -56,15 +56,12 @@ def make_plan(kind: str, pairing: str, batch: int, size, channels: int, generato
 
 
 def with_pairing(plan: Plan, pairing: str, generator: torch.Generator) -> Plan:
-    """The same plan with another partner permutation (and its cycles recomputed)."""
-    n = plan.batch_size
-    if pairing == "flip":
-        partner = flip_partner(n)
-    elif pairing == "roll":
-        partner = roll_partner(n)
-    else:
-        partner = torch.randperm(n, generator=generator)
-    return replace(plan, partner=partner, pairing=pairing)   # a new Plan: its cycles are recomputed
+    """The same plan with another partner permutation: timm's flip or torchvision's roll as the
+    samplers build them (closed forms the kernels walk without a table), or a random permutation."""
+    if pairing == "perm":
+        return replace(plan, partner=torch.randperm(plan.batch_size, generator=generator))
+    partner, closed = closed_form_partner(pairing, plan.batch_size)
+    return replace(plan, partner=partner, _closed=closed)
 
 
 def spatial(layout: str) -> bool:

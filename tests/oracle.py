@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fastmix.plan import Plan
-from fastmix.reference import normal_from_counter
+from fastmix.noise import normal as normal_from_counter
 
 
 def region_mask(plan: Plan, i: int, x: torch.Tensor) -> torch.Tensor:
@@ -57,6 +57,11 @@ def blend(x: torch.Tensor, plan: Plan) -> torch.Tensor:
     if x.dtype == torch.uint8:
         out = out.round().clamp(0, 255)
     return out
+
+
+def expected(x: torch.Tensor, plan: Plan) -> torch.Tensor:
+    """:func:`blend` in ``x``'s dtype (rounded to nearest), for comparisons within a dtype's tolerance."""
+    return blend(x, plan).to(x.dtype)
 
 
 def targets(labels: torch.Tensor, plan: Plan, num_classes: int, smoothing: float) -> torch.Tensor:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import requires_triton
+from helpers import requires_triton
 
 pytestmark = [requires_triton, pytest.mark.slow]
 

@@ -7,7 +7,7 @@ import fastmix
 from fastmix import functional as F
 from fastmix import ops
 
-from conftest import backend, requires_cuda, requires_triton
+from helpers import backend, requires_cuda, requires_triton
 
 pytestmark = [requires_cuda, requires_triton, pytest.mark.gpu]
 

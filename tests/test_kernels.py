@@ -9,11 +9,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fastmix import functional as F
-from fastmix import ops, reference
+from fastmix import noise, reference
 from fastmix.layout import describe
+from fastmix.plan import plan_args
 
 from cases import DTYPES, KINDS, LAYOUTS, PAIRINGS, make_batch, make_plan, spatial
-from conftest import HAS_CUDA, KERNEL_DEVICE, assert_close, backend, requires_triton
+from helpers import HAS_CUDA, KERNEL_DEVICE, assert_close, backend, requires_triton
 
 pytestmark = requires_triton
 
@@ -109,12 +110,10 @@ def test_gradient_kernel_equals_reference(gen):
         for dtype in (torch.float32, torch.float64):
             g = make_batch("nchw", dtype, 5, 2, 6, 9, gen)
             plan = make_plan(kind, pairing, 5, (6, 9), 2, gen)
-            args = ops.plan_tensors(plan)[:6]   # partner, walk, cycle_start, lam_self, lam_partner, box
             with backend("triton"):
-                gk = torch.ops.fastmix.blend_grad(g.to(KERNEL_DEVICE), *[a.to(KERNEL_DEVICE) for a in args], True,
-                                                  plan.pairing)
+                gk = torch.ops.fastmix.blend_grad(g.to(KERNEL_DEVICE), *plan_args(plan.to(KERNEL_DEVICE), True))
             with backend("reference"):
-                gr = torch.ops.fastmix.blend_grad(g, *args, True, plan.pairing)
+                gr = torch.ops.fastmix.blend_grad(g, *plan_args(plan, False))
             _check(gk.cpu(), gr, dtype, False, f"grad {kind}/{pairing}/{dtype}")
 
 
@@ -195,7 +194,7 @@ def test_reference_philox_equals_triton_randint4x():
     out = torch.zeros(64 * 4, dtype=torch.int32, device=KERNEL_DEVICE)
     draw[(1,)](out, seed, 64, BLOCK=64)
     got = out.cpu().view(64, 4).long() & 0xFFFFFFFF
-    want = torch.stack(reference._philox(seed, torch.arange(64, dtype=torch.int64) * 4000000007), 1)
+    want = torch.stack(noise.philox(seed, torch.arange(64, dtype=torch.int64) * 4000000007), 1)
     assert torch.equal(got, want)
 
 
@@ -209,11 +208,9 @@ interpreter_only = pytest.mark.skipif(HAS_CUDA, reason="counts the interpreter's
 def _ideal(plan, x):
     """Bytes an ideal in-place pass moves: each region element written once; each element
     needed (as itself with a != 0, or as a partner with b != 0) read once."""
-    lay = describe(x, plan.size is not None)
-    t = reference.PlanTensors(*ops.plan_tensors(plan))
-    rows = torch.arange(lay.rows)
-    lanes = torch.arange(lay.lanes)
-    region = reference._region(reference._clipped_boxes(t.box, lay), rows, lanes).bool()   # (B, 1, R, L)
+    lay = describe(x, plan.spatial)
+    region = reference.region(reference.clipped_boxes(plan.box, lay), torch.arange(lay.rows),
+                              torch.arange(lay.lanes))   # (B, 1, R, L)
     own = region & (plan.lam_self != 0).view(-1, 1, 1, 1)
     as_partner = torch.zeros_like(region)
     as_partner.index_put_((plan.partner,), region & (plan.lam_partner != 0).view(-1, 1, 1, 1), accumulate=True)
@@ -240,7 +237,7 @@ def test_traffic_is_ideal_and_race_free(kind, pairing, gen):
         f"(ideal {ideal_written})")
     assert t.reloaded_bytes == 0 and t.rewritten_bytes == 0
     assert t.shared_bytes == 0, f"{t.shared_bytes} bytes touched by two programs, one of them writing"
-    assert t.launches == {"_blend_kernel": 1, "_targets_kernel": 1}
+    assert t.launches == {"_blend_inplace_kernel": 1, "_targets_kernel": 1}
     if kind == "mixup":
         assert ideal_read == ideal_written == x.nbytes * int((plan.kind != 0).sum()) // 6
 

@@ -6,6 +6,7 @@ import torch
 import fastmix
 from fastmix import functional as F
 from fastmix import ops
+from fastmix.plan import plan_args
 
 
 def _compile_counting(fn):
@@ -55,15 +56,15 @@ def test_out_of_place_op_and_its_backward_compile():
 def test_fake_implementations_give_shapes_without_running():
     x = torch.empty(5, 3, 7, 9, device="meta").contiguous(memory_format=torch.channels_last)
     plan = F.mixup_cutmix_plan(5, (7, 9), mixup_alpha=1.0, cutmix_alpha=1.0, mode="elem", device="meta")
-    args = ops.plan_tensors(plan)
-    out = torch.ops.fastmix.blend(x, *args, True, plan.pairing)
+    args = plan_args(plan, with_cycles=True)
+    out = torch.ops.fastmix.blend(x, *args)
     assert out.device.type == "meta" and out.shape == x.shape
     assert out.is_contiguous(memory_format=torch.channels_last)
-    torch.ops.fastmix.blend_(x, *args, True, plan.pairing)          # nothing to run, nothing raised
-    grad = torch.ops.fastmix.blend_grad(x, *args[:6], True, plan.pairing)
+    torch.ops.fastmix.blend_(x, *args)          # nothing to run, nothing raised
+    grad = torch.ops.fastmix.blend_grad(x, *args)
     assert grad.shape == x.shape
     target = torch.ops.fastmix.mix_targets(torch.empty(5, dtype=torch.long, device="meta"), plan.partner,
-                                           plan.label_lam, 11, 0.1, False)
+                                           plan.label_lam, 11, 0.1)
     assert target.shape == (5, 11) and target.dtype == torch.float32
 
 
@@ -74,5 +75,5 @@ def test_eager_fast_path_and_registered_op_agree():
     plan = F.mixup_cutmix_plan(6, (8, 8), mixup_alpha=0.8, cutmix_alpha=1.0, mode="elem", generator=gen)
     fast, via_op = x.clone(), x.clone()
     ops.apply_plan_(fast, plan)
-    torch.ops.fastmix.blend_(via_op, *ops.plan_tensors(plan, False), True, plan.pairing)
+    torch.ops.fastmix.blend_(via_op, *plan_args(plan, with_cycles=False))
     assert torch.equal(fast, via_op)

@@ -1,0 +1,108 @@
+"""How a blend kernel program walks the batch: its tile, its cycle of the partner permutation, and
+which pixels of a row lie in the row's region. Shared by the kernels of ``kernels/blend.py``.
+
+One program owns one tile (a block of rows x lanes of one plane, the same in every sample) of one
+cycle. Flip, roll and identity cycles are closed forms (``WALK_FLIP``...); other permutations come
+as a table (``walk``, ``cycle_start``) from ``fastmix.plan.cycles_of``, every entry of which is
+clamped into the batch before it is used as an address.
+"""
+import triton
+import triton.language as tl
+
+# how a program finds the rows of its cycle (constexpr globals: the kernels read them, the
+# launchers pass their .value)
+WALK_TABLE, WALK_FLIP, WALK_ROLL, WALK_SELF = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
+WALKS = {"flip": WALK_FLIP.value, "roll": WALK_ROLL.value, "self": WALK_SELF.value}   # Plan.pairing; "perm": table
+
+
+@triton.jit
+def tile(rows, lanes, stride_plane, stride_row, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Program axis 0 -> a tile (plane, row block, lane block) of a sample: its first row and lane,
+    its element rows/lanes, the in-bounds mask and the element offsets within a sample."""
+    program = tl.program_id(0)
+    row_blocks = tl.cdiv(rows, BLOCK_R)
+    lane_blocks = tl.cdiv(lanes, BLOCK_L)
+    plane = program // (row_blocks * lane_blocks)
+    rest = program % (row_blocks * lane_blocks)
+    row0 = (rest // lane_blocks) * BLOCK_R
+    lane0 = (rest % lane_blocks) * BLOCK_L
+    tile_rows = row0 + tl.arange(0, BLOCK_R)[:, None]
+    tile_lanes = lane0 + tl.arange(0, BLOCK_L)[None, :]
+    inside = (tile_rows < rows) & (tile_lanes < lanes)    # VEC-constant when lanes is a multiple of VEC
+    offs = plane.to(tl.int64) * stride_plane + tile_rows.to(tl.int64) * stride_row + tile_lanes
+    return plane, row0, lane0, tile_rows, tile_lanes, inside, offs
+
+
+@triton.jit
+def cycle(cycle_start_ptr, j, batch, WALK: tl.constexpr):
+    """(start in the table, length) of cycle ``j``."""
+    if WALK == WALK_TABLE:
+        start = tl.load(cycle_start_ptr + j)
+        length = tl.load(cycle_start_ptr + j + 1) - start
+    elif WALK == WALK_FLIP:     # cycle j is (j, B-1-j); the middle of an odd batch is alone
+        start = 0
+        length = tl.where(2 * j + 1 < batch, 2, 1)
+    elif WALK == WALK_ROLL:     # one cycle of every row
+        start = 0
+        length = batch + j * 0
+    else:
+        start = 0
+        length = 1 + j * 0
+    return start, length
+
+
+@triton.jit
+def walk_row(walk_ptr, start, j, k, batch, WALK: tl.constexpr):
+    """Row at position ``k`` of cycle ``j``."""
+    if WALK == WALK_FLIP:
+        return tl.where(k == 0, j, batch - 1 - j)
+    elif WALK == WALK_ROLL:     # the single cycle 0, B-1, B-2, ..., 1
+        return (batch - k) % batch
+    elif WALK == WALK_SELF:
+        return j + k * 0
+    else:
+        # clamped twice: no table, however built, makes the walk address memory outside the batch
+        slot = tl.minimum(tl.maximum(start + k, 0), batch - 1)
+        return tl.minimum(tl.maximum(tl.load(walk_ptr + slot), 0), batch - 1)
+
+
+@triton.jit
+def region(box_ptr, row, tile_rows, tile_lanes, inside, rows, box_width, lane_scale, BOXES: tl.constexpr,
+            VEC: tl.constexpr, WHOLE_ROWS: tl.constexpr):
+    """Which elements of the tile lie in the union of ``row``'s boxes, as two masks.
+
+    ``whole`` is the region; ``body`` is its part whose lane bounds are rounded inwards to
+    multiples of VEC. ``body`` is constant over aligned runs of VEC lanes, which is what lets
+    Triton issue 128-bit accesses for it; the ragged edges (``whole & ~body``, fewer than VEC
+    lanes per box row) go element by element. With ``WHOLE_ROWS`` every region is the whole
+    sample or nothing, decided by one scalar, at no per-element cost.
+    """
+    if WHOLE_ROWS:
+        live = tl.load(box_ptr + row * (BOXES * 4)) < tl.load(box_ptr + row * (BOXES * 4) + 1)
+        whole = tl.where(live, inside, False)
+        return whole, whole
+    whole = (tile_rows < 0) & (tile_lanes < 0)
+    body = whole
+    for n in tl.static_range(BOXES):
+        base = box_ptr + row * (BOXES * 4) + n * 4
+        y0 = tl.minimum(tl.maximum(tl.load(base), 0), rows)
+        y1 = tl.minimum(tl.maximum(tl.load(base + 1), 0), rows)
+        x0 = tl.minimum(tl.maximum(tl.load(base + 2), 0), box_width) * lane_scale
+        x1 = tl.minimum(tl.maximum(tl.load(base + 3), 0), box_width) * lane_scale
+        in_rows = (tile_rows >= y0) & (tile_rows < y1)
+        whole = whole | (in_rows & (tile_lanes >= x0) & (tile_lanes < x1))
+        body = body | (in_rows & (tile_lanes >= tl.cdiv(x0, VEC) * VEC) & (tile_lanes < (x1 // VEC) * VEC))
+    return whole, body
+
+
+@triton.jit
+def load_split(ptr, body, edge):
+    """Load where ``body | edge`` (disjoint): ``body`` vectorises, ``edge`` goes element-wise."""
+    return tl.where(body, tl.load(ptr, mask=body), tl.load(ptr, mask=edge))
+
+
+@triton.jit
+def gated(mask, weight):
+    """``mask`` where ``weight != 0``, else all false. (Written with where, not ``&``: Triton
+    3.6's interpreter mistypes a broadcast scalar float comparison.)"""
+    return tl.where(weight != 0.0, mask, False)
