@@ -35,6 +35,9 @@ class Mixup:
         correct_lam: make CutMix's label weight the exact fraction of pixels kept.
         label_smoothing: ε of the targets (off = ε / K, on = 1 - ε + ε / K).
         num_classes: number of classes ``K`` of the targets.
+        multi_label: targets are dense multi-hot ``(B, num_classes)`` (any dtype, taken as
+            float like timm's ``target.float()``), smoothed towards 0.5 (``y * (1 - ε) + ε / 2``)
+            instead of towards ``ε / K`` (timm 1.0's ``multi_label``).
         generator: a ``torch.Generator`` on the batch's device, for reproducible runs.
         validate: check class indices are in range (default: CPU batches only; see
             :func:`fastmix.functional.targets`).
@@ -42,13 +45,14 @@ class Mixup:
     Calling it with ``(x, target)`` returns ``(x, soft_target)``: ``x`` is mixed in place
     (out of place and differentiable when it requires grad). Beyond timm: odd batch sizes
     (the middle sample pairs with itself and stays as it is), no Python loop over samples in
-    any mode, ``uint8``/``bfloat16`` inputs, soft labels ``(B, K)``, and ``generator=``.
+    any mode, ``uint8``/``bfloat16`` inputs, soft labels ``(B, K)``, and ``generator=``. Float
+    class indices ``(B,)`` are truncated to integers, as timm's ``target.long()`` does.
     """
 
     def __init__(self, mixup_alpha: float = 1.0, cutmix_alpha: float = 0.0,
                  cutmix_minmax: Optional[Sequence[float]] = None, prob: float = 1.0, switch_prob: float = 0.5,
                  mode: str = "batch", correct_lam: bool = True, label_smoothing: float = 0.1,
-                 num_classes: int = 1000, *, generator: Optional[torch.Generator] = None,
+                 num_classes: int = 1000, multi_label: bool = False, *, generator: Optional[torch.Generator] = None,
                  validate: Optional[bool] = None):
         self.mixup_alpha = _checks.alpha("mixup_alpha", mixup_alpha, allow_zero=True)
         self.cutmix_alpha = _checks.alpha("cutmix_alpha", cutmix_alpha, allow_zero=True)
@@ -69,7 +73,8 @@ class Mixup:
         self.correct_lam = bool(correct_lam)
         self.label_smoothing = _checks.number("label_smoothing", label_smoothing, low=0.0, high=1.0,
                                               high_open=True)
-        self.num_classes = int(_checks.number("num_classes", num_classes, low=1))
+        self.num_classes = _checks.integer("num_classes", num_classes, low=1)
+        self.multi_label = bool(multi_label)
         self.generator = generator
         self.validate = validate
         self.mixup_enabled = True  # timm's switch for turning mixing off late in training
@@ -89,11 +94,34 @@ class Mixup:
     def __call__(self, x: torch.Tensor, target: torch.Tensor):
         _checks.batch("x", x, min_dim=2, dims=(4, 5) if self._cutmix_on else None,
                       writable=not (x.requires_grad and torch.is_grad_enabled()))
+        target = self._as_timm_takes_it(target)
         checked = _checks.default_validate(self.validate, x.device)
         _checks.labels("target", target, x.shape[0], self.num_classes, x.device, checked)
         plan = self.plan(x)
-        soft = ops.targets_of(target, plan, self.num_classes, self.label_smoothing, checked)
+        if self.multi_label:
+            # timm smooths multi-hot targets towards 0.5; smoothing is affine, so smoothing the
+            # mix equals mixing the smoothed targets
+            soft = ops.targets_of(target, plan, self.num_classes, 0.0, checked)
+            if self.label_smoothing:
+                soft.mul_(1.0 - self.label_smoothing).add_(0.5 * self.label_smoothing)
+        else:
+            soft = ops.targets_of(target, plan, self.num_classes, self.label_smoothing, checked)
         return apply(x, plan), soft
+
+    def _as_timm_takes_it(self, target):
+        """Targets as timm's ``mixup_target`` reads them: with ``multi_label`` a dense
+        ``(B, num_classes)`` tensor taken as float; otherwise float class indices ``(B,)``
+        truncated towards zero (timm's ``.long()``). Anything else is left to the label checks."""
+        if not isinstance(target, torch.Tensor):
+            return target
+        if self.multi_label:
+            if target.dim() != 2 or target.shape[1] != self.num_classes:
+                raise ValueError(f"target: multi_label=True expects dense targets (B, num_classes={self.num_classes}), "
+                                 f"got shape {tuple(target.shape)}")
+            return target if target.dtype.is_floating_point else target.float()
+        if target.dim() == 1 and target.dtype.is_floating_point:
+            return target.long()
+        return target
 
 
 class Cutout:
@@ -106,8 +134,8 @@ class Cutout:
 
     def __init__(self, n_holes: int = 1, length: int = 16, fill: Union[float, Sequence[float]] = 0.0,
                  p: float = 1.0, *, generator: Optional[torch.Generator] = None):
-        self.n_holes = int(_checks.number("n_holes", n_holes, low=1))
-        self.length = int(_checks.number("length", length, low=0))
+        self.n_holes = _checks.integer("n_holes", n_holes, low=1)
+        self.length = _checks.integer("length", length, low=0)
         self.fill = _fill_value("fill", fill)
         self.p = _checks.probability("p", p)
         self.generator = generator
@@ -157,7 +185,7 @@ class RandomErasing:
 
 
 def _fill_value(name: str, value) -> Union[float, tuple[float, ...]]:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if _checks.is_number(value):
         return _checks.number(name, value)
     if isinstance(value, Sequence) and len(value) > 0:
         return tuple(_checks.number(f"{name}[{i}]", v) for i, v in enumerate(value))

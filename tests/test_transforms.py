@@ -592,11 +592,6 @@ def _call_error_cases():
         x, y = _x(), torch.softmax(torch.randn(4, K + 1), 1)
         return lambda: mix()(x, y), [x, y]
 
-    @case("float-class-indices", TypeError, "target")
-    def _():
-        x, y = _x(), _y().float()
-        return lambda: mix()(x, y), [x, y]
-
     @case("list-target", TypeError, "target")
     def _():
         x = _x()
