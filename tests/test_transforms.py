@@ -617,11 +617,6 @@ def _call_error_cases():
         x, y = _x(), _y()
         return lambda: fastmix.v2.CutMix()(x, y), [x, y]
 
-    @case("v2-int32-labels", TypeError, "labels")
-    def _():
-        x, y = _x(), _y().int()
-        return lambda: fastmix.v2.CutMix(num_classes=K)(x, y), [x, y]
-
     @case("v2-label-out-of-range", ValueError, "labels")
     def _():
         x, y = _x(), torch.tensor([0, 1, 2, K + 3])
