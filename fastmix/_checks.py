@@ -56,6 +56,10 @@ def probability(name: str, value) -> float:
 
 
 def pair(name: str, value, *, positive: bool = False) -> tuple[float, float]:
+    """A ``(min, max)`` pair of numbers: a sequence, or a numpy array or tensor of two (timm
+    indexes ``cutmix_minmax`` and takes any of them)."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
         raise TypeError(f"{name}: expected a (min, max) pair, got {value!r}")
     lo, hi = (number(f"{name}[{i}]", v) for i, v in enumerate(value))

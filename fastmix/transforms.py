@@ -110,8 +110,9 @@ class Mixup:
 
     def _as_timm_takes_it(self, target):
         """Targets as timm's ``mixup_target`` reads them: with ``multi_label`` a dense
-        ``(B, num_classes)`` tensor taken as float; otherwise float class indices ``(B,)``
-        truncated towards zero (timm's ``.long()``). Anything else is left to the label checks."""
+        ``(B, num_classes)`` tensor taken as float; otherwise class indices ``(B,)`` or a
+        ``(B, 1)`` column of them (timm's ``.view(-1, 1)``), float ones truncated towards zero
+        (timm's ``.long()``). Anything else is left to the label checks."""
         if not isinstance(target, torch.Tensor):
             return target
         if self.multi_label:
@@ -119,6 +120,8 @@ class Mixup:
                 raise ValueError(f"target: multi_label=True expects dense targets (B, num_classes={self.num_classes}), "
                                  f"got shape {tuple(target.shape)}")
             return target if target.dtype.is_floating_point else target.float()
+        if target.dim() == 2 and target.shape[1] == 1 and self.num_classes > 1:
+            target = target[:, 0]
         if target.dim() == 1 and target.dtype.is_floating_point:
             return target.long()
         return target

@@ -87,7 +87,7 @@ def test_multi_label_is_timms_tenth_positional_argument():
 
 
 # --------------------------------------------------------------------------------------------
-# float class indices: timm's target.long() truncates towards zero
+# float class indices and (B, 1) columns: timm's target.long().view(-1, 1)
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
@@ -101,6 +101,16 @@ def test_float_class_indices_are_truncated_like_timm(mode):
         results.append(mix(constant_images(), labels))
     assert torch.equal(results[0][0], results[1][0])
     assert torch.equal(results[0][1], results[1][1]), "float class indices gave other targets than their .long()"
+
+
+@pytest.mark.parametrize("column", [torch.tensor([[0], [3], [1], [7], [2], [5]]),
+                                    torch.tensor([[0.5], [3.0], [1.2], [7.9], [2.0], [5.5]])], ids=["int", "float"])
+def test_a_column_of_class_indices_is_taken_like_timm(column):
+    # timm's one_hot reads target.long().view(-1, 1): a (B, 1) column is class indices
+    _, want = fastmix.Mixup(num_classes=K, generator=torch.Generator().manual_seed(1))(
+        constant_images(), torch.tensor([0, 3, 1, 7, 2, 5]))
+    _, got = fastmix.Mixup(num_classes=K, generator=torch.Generator().manual_seed(1))(constant_images(), column)
+    assert torch.equal(got, want)
 
 
 def test_float_class_index_out_of_range_after_truncation_names_target():
@@ -133,6 +143,10 @@ def test_numpy_scalars_configure_mixup_as_python_numbers_do():
 def test_numpy_scalars_everywhere_else():
     minmax = fastmix.Mixup(cutmix_minmax=(np.float32(0.25), np.float64(0.75)), num_classes=np.int32(K))
     assert minmax.cutmix_minmax == (0.25, 0.75)
+    for pair in (np.array([0.25, 0.75]), torch.tensor([0.25, 0.75])):   # timm indexes any of them
+        assert fastmix.Mixup(cutmix_minmax=pair, num_classes=K).cutmix_minmax == (0.25, 0.75)
+    with pytest.raises(TypeError, match="cutmix_minmax"):
+        fastmix.Mixup(cutmix_minmax=np.float32(0.5), num_classes=K)
     for cls in (fastmix.v2.MixUp, fastmix.v2.CutMix):
         transform = cls(alpha=np.float32(0.5), num_classes=np.int64(K))
         assert transform.num_classes == K and type(transform.num_classes) is int
