@@ -43,8 +43,9 @@ def pixels_agree_with_targets(images: torch.Tensor, target: torch.Tensor, labels
         j = (i - 1) % b
         pixels = images[i].double()
         kept = 1.0 if i == j else float(((pixels - own[j]) / (own[i] - own[j])).mean())
-        assert abs(float(target[i, labels[i]]) - kept) < 1e-5, (
-            f"{what}: sample {i} keeps {kept:.6f} of its pixels, but its label weight is {float(target[i, labels[i]]):.6f}")
+        weight = float(target[i, labels[i]])
+        assert abs(weight - kept) < 1e-5, (
+            f"{what}: sample {i} keeps {kept:.6f} of its pixels, but its label weight is {weight:.6f}")
     return not torch.equal(images, constant_images(b))
 
 
@@ -176,11 +177,12 @@ def test_class_index_dtypes_follow_the_one_rule_mixup_follows(dtype):
 
     timm_like = outcome(lambda: fastmix.Mixup(num_classes=K)(constant_images(), labels))
     for name in CLASSES:
-        got = outcome(lambda: transform(name, seed=6)(constant_images(), labels))
+        got = outcome(lambda name=name: transform(name, seed=6)(constant_images(), labels))
         if isinstance(timm_like, type):
             assert got is timm_like, f"v2.{name}: {dtype} class indices give {got}, Mixup gives {timm_like.__name__}"
         else:
-            assert isinstance(got, torch.Tensor), f"v2.{name}: {dtype} class indices rejected ({got.__name__}), Mixup takes them"
+            assert isinstance(got, torch.Tensor), (
+                f"v2.{name}: {dtype} class indices rejected ({got.__name__}), Mixup takes them")
             want = transform(name, seed=6)(constant_images(), labels_of())[1]
             torch.testing.assert_close(got, want, rtol=0, atol=0)
 
@@ -197,7 +199,8 @@ def _errors():
     x, y = constant_images(), labels_of()
     int_k3 = torch.zeros(B, 3, dtype=torch.long)
     return {
-        "int-b3-labels-num-classes-10": (with_inputs("CutMix", (x, int_k3), [x, int_k3], num_classes=10), "num_classes"),
+        "int-b3-labels-num-classes-10": (with_inputs("CutMix", (x, int_k3), [x, int_k3], num_classes=10),
+                                         "num_classes"),
         "float-b3-labels-num-classes-10": (with_inputs("MixUp", (x, int_k3.float()), [x], num_classes=10),
                                            "num_classes"),
         "labels-not-a-tensor": (with_inputs("MixUp", {"image": x, "labels": [0, 1, 2, 3, 4, 5]}, [x]), "labels"),
