@@ -19,6 +19,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
+from ._checks import is_number
 from .layout import FULL
 
 NONE, MIXUP, CUTMIX, ERASE = 0, 1, 2, 3
@@ -228,7 +229,7 @@ def sample_beta(alpha: Union[float, Sequence[float]], n: int, device: DeviceLike
     never underflows, and λ = sigmoid(log G0 - log G1). (Dividing two float32 Gamma(a) draws
     returns 0/0 for small a: at a = 0.01 a sixth of them.) Several alphas share every launch.
     """
-    alphas = [float(alpha)] if isinstance(alpha, (int, float)) else [float(a) for a in alpha]
+    alphas = [float(alpha)] if is_number(alpha) else [float(a) for a in alpha]
     shape = (len(alphas), 2, n)
     conc = torch.full(shape, alphas[-1] + 1.0, device=device)
     inv = torch.full((len(alphas), 1, 1), 1.0 / alphas[-1], device=device)
@@ -239,7 +240,7 @@ def sample_beta(alpha: Union[float, Sequence[float]], n: int, device: DeviceLike
     u = torch.rand(shape, device=device, generator=generator).clamp_min_(torch.finfo(torch.float32).tiny)
     log_g = torch.log(g).add_(torch.log(u).mul_(inv))
     lam = torch.sigmoid(log_g[:, 0] - log_g[:, 1])
-    return lam[0] if isinstance(alpha, (int, float)) else lam
+    return lam[0] if is_number(alpha) else lam
 
 
 def _sizes(size: tuple[int, int], device) -> torch.Tensor:
@@ -454,7 +455,7 @@ def _erase_plan(box: torch.Tensor, size, fill, noise_seed) -> Plan:
 
 def _fill_tensor(value, n: int, device) -> torch.Tensor:
     """``(n, 1)`` or ``(n, C)`` float32, made by fills on the device (no host-to-device copy)."""
-    values = [float(value)] if isinstance(value, (int, float)) else [float(v) for v in value]
+    values = [float(value)] if is_number(value) else [float(v) for v in value]
     return torch.cat([torch.full((n, 1), v, dtype=torch.float32, device=device) for v in values], 1)
 
 

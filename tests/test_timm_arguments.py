@@ -165,6 +165,15 @@ def test_numpy_scalars_everywhere_else():
     assert target.shape == (B, K)
 
 
+def test_numpy_scalars_in_the_functional_samplers():
+    # a single number, not a sequence of them, wherever the samplers take either
+    assert F.sample_beta(np.float32(0.5), 8).shape == (8,)
+    plan = F.cutout_plan(B, (H, W), n_holes=1, length=4, fill=np.int64(3))
+    assert torch.equal(plan.fill, torch.full((B, 1), 3.0))
+    plan = F.erasing_plan(B, (H, W), p=1.0, value=np.float32(0.5))
+    assert torch.equal(plan.fill, torch.full((B, 1), 0.5))
+
+
 def test_integral_floats_are_integers():
     assert fastmix.Mixup(num_classes=10.0).num_classes == 10
     assert fastmix.v2.MixUp(num_classes=np.float64(10.0)).num_classes == 10
