@@ -146,9 +146,10 @@ class _BaseMixUpCutMix(nn.Module):
         first = batches[0]
         for b in batches:
             _checks.batch("images", b, dims=self._dims, writable=self.inplace)
-            if b.shape[0] != first.shape[0] or (self._boxes and b.shape[-2:] != first.shape[-2:]):
-                raise ValueError(f"images: batches of shapes {tuple(first.shape)} and {tuple(b.shape)} cannot share "
-                                 f"one plan")
+            if (b.shape[0] != first.shape[0] or b.device != first.device
+                    or (self._boxes and b.shape[-2:] != first.shape[-2:])):
+                raise ValueError(f"images: batches of shapes {tuple(first.shape)} on {first.device} and "
+                                 f"{tuple(b.shape)} on {b.device} cannot share one plan")
         # torchvision takes integer or bool one-hot (B, K) labels as float
         if labels.dim() == 2 and (labels.dtype == torch.bool or not (labels.dtype.is_floating_point
                                                                       or labels.dtype.is_complex)):

@@ -352,3 +352,13 @@ def test_out_of_place_keeps_the_tv_tensor_type_and_the_input(name):
         assert ours is not images and torch.equal(images, before), "inplace=False wrote the input"
         assert not torch.equal(ours, before)
         assert ours.is_contiguous() == theirs.is_contiguous()
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_images_on_two_devices_are_refused_before_either_is_written(name):
+    cpu_images = tv_tensors.Image(_images())
+    before = cpu_images.clone()
+    elsewhere = tv_tensors.Image(torch.empty(B, 3, 8, 8, device="meta"))
+    with pytest.raises(ValueError, match="images"):
+        getattr(fastmix.v2, name)(num_classes=10)((cpu_images, elsewhere), y)
+    assert torch.equal(cpu_images, before)
