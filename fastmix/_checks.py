@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional, Sequence
 
 import torch
@@ -10,10 +11,16 @@ BLEND_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, tor
 MASK_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
+def is_number(value) -> bool:
+    """True for a real number: a Python int or float, or a numpy integer or float scalar
+    (``np.int64(10)``, ``np.float32(0.8)``, as timm and torchvision take them); never a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def number(name: str, value, *, low: float = -math.inf, high: float = math.inf, low_open: bool = False,
            high_open: bool = False) -> float:
-    """A finite real in the given range, or a ValueError/TypeError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    """A finite real in the given range as a float, or a ValueError/TypeError naming ``name``."""
+    if not is_number(value):
         raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value):
@@ -23,6 +30,17 @@ def number(name: str, value, *, low: float = -math.inf, high: float = math.inf, 
         hi = ")" if high_open else "]"
         raise ValueError(f"{name}: must be in {lo}{low}, {high}{hi}, got {value}")
     return value
+
+
+def integer(name: str, value, *, low: float = -math.inf, high: float = math.inf) -> int:
+    """An integer in the given range: an int, a numpy integer, or a float with an integral value
+    (``10.0``). A non-integral value (``10.7``) is a ValueError, never silently truncated."""
+    real = number(name, value, low=low, high=high)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if not real.is_integer():
+        raise ValueError(f"{name}: expected an integer, got {value!r}")
+    return int(real)
 
 
 def alpha(name: str, value, *, allow_zero: bool) -> float:
@@ -38,6 +56,10 @@ def probability(name: str, value) -> float:
 
 
 def pair(name: str, value, *, positive: bool = False) -> tuple[float, float]:
+    """A ``(min, max)`` pair of numbers: a sequence, or a numpy array or tensor of two (timm
+    indexes ``cutmix_minmax`` and takes any of them)."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        value = value.tolist()
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != 2:
         raise TypeError(f"{name}: expected a (min, max) pair, got {value!r}")
     lo, hi = (number(f"{name}[{i}]", v) for i, v in enumerate(value))
@@ -92,7 +114,7 @@ def labels(name: str, y, batch_size: int, num_classes: Optional[int], device: to
             raise ValueError(f"{name}: {y.shape[0]} labels for a batch of {batch_size}")
         if num_classes is None:
             raise ValueError(f"num_classes: needed to one-hot class indices of shape {tuple(y.shape)}")
-        num_classes = int(number("num_classes", num_classes, low=1))
+        num_classes = integer("num_classes", num_classes, low=1)
         if validate and y.numel() and bool(((y < 0) | (y >= num_classes)).any()):
             bad = y[(y < 0) | (y >= num_classes)][0]
             raise ValueError(f"{name}: class index {int(bad)} is outside [0, {num_classes})")
@@ -102,7 +124,7 @@ def labels(name: str, y, batch_size: int, num_classes: Optional[int], device: to
             raise TypeError(f"{name}: soft labels (B, K) must be floating point, got {y.dtype}")
         if y.shape[0] != batch_size:
             raise ValueError(f"{name}: {y.shape[0]} label rows for a batch of {batch_size}")
-        if num_classes is not None and int(num_classes) != y.shape[1]:
+        if num_classes is not None and integer("num_classes", num_classes, low=1) != y.shape[1]:
             raise ValueError(f"num_classes: {num_classes}, but {name} has {y.shape[1]} columns")
         return int(y.shape[1])
     raise ValueError(f"{name}: expected class indices (B,) or soft labels (B, K), got shape {tuple(y.shape)}")

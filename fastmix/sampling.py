@@ -53,7 +53,7 @@ def sample_beta(alpha: Union[float, Sequence[float]], n: int, device: DeviceLike
     never underflows, and λ = sigmoid(log G0 - log G1). (Dividing two float32 Gamma(a) draws
     returns 0/0 for small a: at a = 0.01 a sixth of them.) Several alphas share every launch.
     """
-    alphas = [float(alpha)] if isinstance(alpha, (int, float)) else [float(a) for a in alpha]
+    alphas = [float(alpha)] if _checks.is_number(alpha) else [float(a) for a in alpha]
     shape = (len(alphas), 2, n)
     conc = torch.full(shape, alphas[-1] + 1.0, device=device)
     inv = torch.full((len(alphas), 1, 1), 1.0 / alphas[-1], device=device)
@@ -64,7 +64,7 @@ def sample_beta(alpha: Union[float, Sequence[float]], n: int, device: DeviceLike
     u = torch.rand(shape, device=device, generator=generator).clamp_min_(torch.finfo(torch.float32).tiny)
     log_g = torch.log(g).add_(torch.log(u).mul_(inv))
     lam = torch.sigmoid(log_g[:, 0] - log_g[:, 1])
-    return lam[0] if isinstance(alpha, (int, float)) else lam
+    return lam[0] if _checks.is_number(alpha) else lam
 
 
 def _sizes(size: tuple[int, int], device) -> torch.Tensor:
@@ -236,7 +236,7 @@ class MixupSpec(_Spec):
 
 def fill_value(name: str, value) -> Union[float, tuple[float, ...]]:
     """A fill: one number, or one number per channel."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if _checks.is_number(value):
         return _checks.number(name, value)
     if isinstance(value, Sequence) and not isinstance(value, str) and len(value) > 0:
         return tuple(_checks.number(f"{name}[{i}]", v) for i, v in enumerate(value))
@@ -258,7 +258,7 @@ class CutoutSpec(_Spec):
 
     @classmethod
     def checked(cls, n_holes=1, length=16, fill=0.0, p=1.0) -> "CutoutSpec":
-        return cls(int(_checks.number("n_holes", n_holes, low=1)), int(_checks.number("length", length, low=0)),
+        return cls(_checks.integer("n_holes", n_holes, low=1), _checks.integer("length", length, low=0),
                    fill_value("fill", fill), _checks.probability("p", p))
 
     def draw(self, batch_size: int, size: tuple[int, int], device: DeviceLike = None,
@@ -302,7 +302,7 @@ class ErasingSpec(_Spec):
         else:
             value = fill_value("value", value)
         return cls(_checks.probability("p", p), scale, _checks.pair("ratio", ratio, positive=True), value,
-                   int(_checks.number("attempts", attempts, low=1)))
+                   _checks.integer("attempts", attempts, low=1))
 
     @property
     def random_value(self) -> bool:

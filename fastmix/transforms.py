@@ -43,6 +43,9 @@ class Mixup:
         correct_lam: make CutMix's label weight the exact fraction of pixels kept.
         label_smoothing: ε of the targets (off = ε / K, on = 1 - ε + ε / K).
         num_classes: number of classes ``K`` of the targets.
+        multi_label: targets are dense multi-hot ``(B, num_classes)`` (any dtype, taken as
+            float like timm's ``target.float()``), smoothed towards 0.5 (``y * (1 - ε) + ε / 2``)
+            instead of towards ``ε / K`` (timm 1.0's ``multi_label``).
         generator: a ``torch.Generator`` on the batch's device, for reproducible runs.
         validate: check class indices are in range (default: CPU batches only; see
             :func:`fastmix.functional.targets`).
@@ -50,7 +53,8 @@ class Mixup:
     Calling it with ``(x, target)`` returns ``(x, soft_target)``: ``x`` is mixed in place
     (out of place and differentiable when it requires grad). Beyond timm: odd batch sizes
     (the middle sample pairs with itself and stays as it is), no Python loop over samples in
-    any mode, ``uint8``/``bfloat16`` inputs, soft labels ``(B, K)``, and ``generator=``.
+    any mode, ``uint8``/``bfloat16`` inputs, soft labels ``(B, K)``, and ``generator=``. Float
+    class indices ``(B,)`` are truncated to integers, as timm's ``target.long()`` does.
     """
 
     mixup_alpha = _spec_attribute("mixup_alpha", "Beta concentration of Mixup (0: off).")
@@ -64,14 +68,15 @@ class Mixup:
     def __init__(self, mixup_alpha: float = 1.0, cutmix_alpha: float = 0.0,
                  cutmix_minmax: Optional[Sequence[float]] = None, prob: float = 1.0, switch_prob: float = 0.5,
                  mode: str = "batch", correct_lam: bool = True, label_smoothing: float = 0.1,
-                 num_classes: int = 1000, *, generator: Optional[torch.Generator] = None,
+                 num_classes: int = 1000, multi_label: bool = False, *, generator: Optional[torch.Generator] = None,
                  validate: Optional[bool] = None):
         self._spec = MixupSpec.checked(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha,
                                        cutmix_minmax=cutmix_minmax, prob=prob, switch_prob=switch_prob, mode=mode,
                                        correct_lam=correct_lam)
         self.label_smoothing = _checks.number("label_smoothing", label_smoothing, low=0.0, high=1.0,
                                               high_open=True)
-        self.num_classes = int(_checks.number("num_classes", num_classes, low=1))
+        self.num_classes = _checks.integer("num_classes", num_classes, low=1)
+        self.multi_label = bool(multi_label)
         self.generator = generator
         self.validate = validate
         self.mixup_enabled = True  # timm's switch for turning mixing off late in training
@@ -84,11 +89,37 @@ class Mixup:
     def __call__(self, x: torch.Tensor, target: torch.Tensor):
         _checks.batch("x", x, min_dim=2, dims=(4, 5) if self._spec.cutmix_on else None,
                       writable=not ops.grad_wanted(x))
+        target = self._as_timm_takes_it(target)
         _checks.labels("target", target, x.shape[0], self.num_classes, x.device,
                        _checks.default_validate(self.validate, x.device))
         plan = self.plan(x)
-        soft = ops.targets_of(target, plan, self.num_classes, self.label_smoothing)
+        if self.multi_label:
+            # timm smooths multi-hot targets towards 0.5; smoothing is affine, so smoothing the
+            # mix equals mixing the smoothed targets
+            soft = ops.targets_of(target, plan, self.num_classes, 0.0)
+            if self.label_smoothing:
+                soft.mul_(1.0 - self.label_smoothing).add_(0.5 * self.label_smoothing)
+        else:
+            soft = ops.targets_of(target, plan, self.num_classes, self.label_smoothing)
         return apply(x, plan), soft
+
+    def _as_timm_takes_it(self, target):
+        """Targets as timm's ``mixup_target`` reads them: with ``multi_label`` a dense
+        ``(B, num_classes)`` tensor taken as float; otherwise class indices ``(B,)`` or a
+        ``(B, 1)`` column of them (timm's ``.view(-1, 1)``), float ones truncated towards zero
+        (timm's ``.long()``). Anything else is left to the label checks."""
+        if not isinstance(target, torch.Tensor):
+            return target
+        if self.multi_label:
+            if target.dim() != 2 or target.shape[1] != self.num_classes:
+                raise ValueError(f"target: multi_label=True expects dense targets (B, num_classes={self.num_classes}), "
+                                 f"got shape {tuple(target.shape)}")
+            return target if target.dtype.is_floating_point else target.float()
+        if target.dim() == 2 and target.shape[1] == 1 and self.num_classes > 1:
+            target = target[:, 0]
+        if target.dim() == 1 and target.dtype.is_floating_point:
+            return target.long()
+        return target
 
 
 class Cutout:
@@ -98,6 +129,11 @@ class Cutout:
     with ``fill`` (a number or one per channel); each sample is cut with probability ``p``.
     Labels are unchanged, so the call takes and returns the images only.
     """
+
+    n_holes = _spec_attribute("n_holes", "Holes per sample.")
+    length = _spec_attribute("length", "Side of a hole in pixels.")
+    fill = _spec_attribute("fill", "Value inside the holes (one, or one per channel).")
+    p = _spec_attribute("p", "Probability that a sample is cut.")
 
     def __init__(self, n_holes: int = 1, length: int = 16, fill: Union[float, Sequence[float]] = 0.0,
                  p: float = 1.0, *, generator: Optional[torch.Generator] = None):
@@ -119,6 +155,11 @@ class RandomErasing:
     the image, aspect ratio log-uniform in ``ratio``, ``value`` a number, one per channel, or
     ``"random"`` (N(0, 1) noise per pixel, for normalised float images).
     """
+
+    p = _spec_attribute("p", "Probability that a sample is erased.")
+    scale = _spec_attribute("scale", "Range of the erased area as a fraction of the image.")
+    ratio = _spec_attribute("ratio", "Range of the erased box's aspect ratio.")
+    value = _spec_attribute("value", "Fill: a number, one per channel, or 'random'.")
 
     def __init__(self, p: float = 0.5, scale: Sequence[float] = (0.02, 0.33),
                  ratio: Sequence[float] = (0.3, 3.3), value: Union[float, Sequence[float], str] = 0.0, *,
