@@ -211,9 +211,7 @@ INPUTS = [
     # (id, constructor kwargs, x, target, expected: SAME or (timm's outcome, fastmix's, why))
     ("int64-indices", {}, _x(), torch.arange(4), SAME),
     ("int32-indices", {}, _x(), torch.arange(4, dtype=torch.int32), SAME),
-    pytest.param("uint8-indices", {}, _x(), torch.arange(4, dtype=torch.uint8), SAME,
-                 marks=pytest.mark.xfail(strict=True, raises=AssertionError,
-                                         reason="known (issue 10, label-dtype rule): a bare RuntimeError on CPU")),
+    ("uint8-indices", {}, _x(), torch.arange(4, dtype=torch.uint8), SAME),
     ("float-indices", {}, _x(), torch.tensor([0.0, 1.5, 2.9, 3.0]), SAME),
     ("numpy-num-classes", dict(num_classes=np.int64(10)), _x(), torch.arange(4), SAME),
     ("numpy-alpha-and-prob", dict(mixup_alpha=np.float32(0.5), prob=np.float64(0.5)), _x(), torch.arange(4), SAME),
