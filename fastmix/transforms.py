@@ -78,12 +78,14 @@ class Mixup:
     def _cutmix_on(self) -> bool:
         return self.cutmix_alpha > 0 or self.cutmix_minmax is not None
 
-    def plan(self, x: torch.Tensor) -> Plan:
-        """Draw this step's plan for batch ``x`` (nothing is applied)."""
+    def plan(self, x: torch.Tensor, *, mode: Optional[str] = None) -> Plan:
+        """Draw this step's plan for batch ``x`` (nothing is applied); ``mode`` overrides
+        ``self.mode`` for this draw (FastCollateMixup's ``"half"`` draws per sample)."""
         return mixup_cutmix_plan(
             x.shape[0], spatial_size(x) if self._cutmix_on else None, mixup_alpha=self.mixup_alpha,
             cutmix_alpha=self.cutmix_alpha, cutmix_minmax=self.cutmix_minmax,
-            prob=self.mix_prob if self.mixup_enabled else 0.0, switch_prob=self.switch_prob, mode=self.mode,
+            prob=self.mix_prob if self.mixup_enabled else 0.0, switch_prob=self.switch_prob,
+            mode=self.mode if mode is None else mode,
             correct_lam=self.correct_lam, pairing="flip", device=x.device, generator=self.generator)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor):
