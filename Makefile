@@ -30,4 +30,4 @@ kernels: $(VENV)/.test
 	$(VENV)/bin/fastmix kernels
 
 bench: $(VENV)/.test
-	$(PY) benchmarks/compare.py
+	$(VENV)/bin/fastmix bench

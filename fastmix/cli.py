@@ -70,11 +70,16 @@ def main(argv=None) -> int:
     demo.add_argument("--bench-batch", type=int, default=64, help="batch size of the timed step")
     sub.add_parser("kernels", add_help=False, help="compile every kernel for sm_80/sm_90 (no GPU needed) and "
                                                    "print registers, local memory and access widths")
+    sub.add_parser("bench", add_help=False, help="time fastmix beside timm, torchvision and kornia (fastmix bench "
+                                                 "--help for the options)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
         if rest:
             parser.error(f"unrecognised arguments: {' '.join(rest)}")
         return _demo(args)
+    if args.command == "bench":
+        from .bench import compare
+        return compare.main(rest, prog="fastmix bench")
     from .kernels import aot
     return aot.main(rest)
 

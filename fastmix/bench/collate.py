@@ -1,0 +1,76 @@
+"""The collate rows of ``fastmix bench``: fastmix.FastCollateMixup beside timm's FastCollateMixup.
+
+Both are called the way a DataLoader calls its ``collate_fn``: on a list of ``(uint8 (C, H, W)
+numpy array, int label)`` samples, returning the mixed uint8 batch and the soft targets. The floor
+of a case is plain collation of the same list (``default_collate``, what a DataLoader does
+without mixing), so ``vs pass`` reads as the cost of collating and mixing against collating.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import default_collate
+
+import fastmix
+
+from . import peers
+from .timing import progress, result_line, summary, time_call
+
+NUM_CLASSES = 1000
+CASES = {
+    "mixup_batch": dict(mixup_alpha=1.0, mode="batch"),
+    "cutmix_batch": dict(mixup_alpha=0.0, cutmix_alpha=1.0, mode="batch"),
+    "switch_elem": dict(mixup_alpha=0.8, cutmix_alpha=1.0, mode="elem"),
+    "switch_half": dict(mixup_alpha=0.8, cutmix_alpha=1.0, mode="half"),
+}
+HOST_ROUND_TRIPS = {
+    "timm_collate_*": "timm/data/mixup.py FastCollateMixup: CPU only; λ and boxes from numpy, then a Python loop "
+                      "over the samples, each widened to a float32 numpy copy, blended, np.rint-ed, narrowed and "
+                      "added into a zeroed uint8 batch",
+}
+
+
+def make_samples(count: int, shape: tuple[int, ...], seed: int = 0) -> list:
+    """``count`` random ``(uint8 array of shape, label)`` samples, as a Dataset returns them."""
+    rng = np.random.default_rng(seed)
+    return [(rng.integers(0, 256, size=shape, dtype=np.uint8), int(rng.integers(0, NUM_CLASSES)))
+            for _ in range(count)]
+
+
+def _candidates(case: str):
+    options = dict(CASES[case], label_smoothing=0.1, num_classes=NUM_CLASSES)
+    yield f"fastmix_collate_{case}", lambda: fastmix.FastCollateMixup(**options)
+    yield f"timm_collate_{case}", lambda: peers.timm_collate(**options)
+
+
+def run(batch_shapes, repeat: int, only=None) -> list[dict]:
+    """Every collate candidate on lists of samples, one list per ``(count, C, H, W)`` in ``batch_shapes``."""
+    rows = []
+    for number, batch_shape in enumerate(batch_shapes, 1):
+        samples = make_samples(batch_shape[0], tuple(batch_shape[1:]))
+        shape = "x".join(map(str, batch_shape))
+        progress(f"collate case {number}/{len(batch_shapes)}: a list of {batch_shape[0]} uint8 "
+                 f"{'x'.join(map(str, batch_shape[1:]))} samples")
+        floor, _ = summary(time_call(lambda: default_collate(samples), torch.device("cpu"), repeat))
+        results = {}
+        for case in CASES:
+            for name, build in _candidates(case):
+                if only and not any(o in name for o in only):
+                    continue
+                row = dict(candidate=name, shape=shape, dtype="uint8", device="cpu", floor_ms=floor * 1e3,
+                           floor="default_collate of the list")
+                try:
+                    collate = build()
+                    med, spread = summary(time_call(lambda: collate(samples), torch.device("cpu"), repeat))
+                    row.update(median_ms=med * 1e3, spread=spread, images_per_s=batch_shape[0] / med,
+                               floor_ratio=med / floor)
+                except peers.PeerMissing as why:
+                    row["missing"] = str(why)
+                results[name] = row
+                progress(result_line(row))
+        for name, row in results.items():
+            twin = results.get(name.replace("timm_", "fastmix_"), {})
+            if "median_ms" in row and "median_ms" in twin:
+                row["vs_fastmix"] = row["median_ms"] / twin["median_ms"]
+        rows += results.values()
+    return rows
