@@ -1,5 +1,6 @@
 # Two entry points, each doing its own set-up from nothing:
-#   make demo   install into .venv and run the demonstration (fastmix demo)
+#   make demo   install into .venv (with Pillow, the demo extra) and run fastmix demo: it writes
+#               fastmix-demo.png (a picture of every mix) and prints a checked table
 #   make test   install into .venv (with the test extra) and run the test suite
 # TORCH pins the version, not the build: pip takes a local CPU wheel where one exists (CI) and
 # PyPI's default (CUDA on Linux) elsewhere. Override with `make test TORCH=torch`.
@@ -15,12 +16,16 @@ $(VENV)/.base:
 	$(PY) -m pip install -q -e .
 	touch $@
 
+$(VENV)/.demo: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install -q -e ".[demo]"
+	touch $@
+
 $(VENV)/.test: $(VENV)/.base pyproject.toml
 	$(PY) -m pip install -q "$(TRITON)" -e ".[test]"
 	touch $@
 
 .PHONY: demo test kernels bench
-demo: $(VENV)/.base
+demo: $(VENV)/.demo
 	$(VENV)/bin/fastmix demo
 
 test: $(VENV)/.test
