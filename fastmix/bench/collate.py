@@ -4,6 +4,8 @@ Both are called the way a DataLoader calls its ``collate_fn``: on a list of ``(u
 numpy array, int label)`` samples, returning the mixed uint8 batch and the soft targets. The floor
 of a case is plain collation of the same list (``default_collate``, what a DataLoader does
 without mixing), so ``vs pass`` reads as the cost of collating and mixing against collating.
+The candidates of a case are timed in turn, call by call (a shared machine's load weighs on
+each alike), so the progress lines of a case come when the whole case is done.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from torch.utils.data import default_collate
 import fastmix
 
 from . import peers
-from .timing import progress, result_line, summary, time_call
+from .timing import progress, result_line, summary, time_interleaved
 
 NUM_CLASSES = 1000
 CASES = {
@@ -44,33 +46,37 @@ def _candidates(case: str):
 
 
 def run(batch_shapes, repeat: int, only=None) -> list[dict]:
-    """Every collate candidate on lists of samples, one list per ``(count, C, H, W)`` in ``batch_shapes``."""
+    """Every collate candidate on lists of samples, one list per ``(count, C, H, W)`` in
+    ``batch_shapes``; within a case the candidates and the floor are timed in turn."""
     rows = []
     for number, batch_shape in enumerate(batch_shapes, 1):
         samples = make_samples(batch_shape[0], tuple(batch_shape[1:]))
         shape = "x".join(map(str, batch_shape))
         progress(f"collate case {number}/{len(batch_shapes)}: a list of {batch_shape[0]} uint8 "
                  f"{'x'.join(map(str, batch_shape[1:]))} samples")
-        floor, _ = summary(time_call(lambda: default_collate(samples), torch.device("cpu"), repeat))
-        results = {}
+        results, calls = {}, {"floor": lambda: default_collate(samples)}
         for case in CASES:
             for name, build in _candidates(case):
                 if only and not any(o in name for o in only):
                     continue
-                row = dict(candidate=name, shape=shape, dtype="uint8", device="cpu", floor_ms=floor * 1e3,
-                           floor="default_collate of the list")
+                results[name] = dict(candidate=name, shape=shape, dtype="uint8", device="cpu",
+                                     floor="default_collate of the list")
                 try:
-                    collate = build()
-                    med, spread = summary(time_call(lambda: collate(samples), torch.device("cpu"), repeat))
-                    row.update(median_ms=med * 1e3, spread=spread, images_per_s=batch_shape[0] / med,
-                               floor_ratio=med / floor)
+                    calls[name] = (lambda collate: lambda: collate(samples))(build())
                 except peers.PeerMissing as why:
-                    row["missing"] = str(why)
-                results[name] = row
-                progress(result_line(row))
+                    results[name]["missing"] = str(why)
+        times = time_interleaved(calls, repeat)
+        floor, _ = summary(times.pop("floor"))
+        for name, row in results.items():
+            row["floor_ms"] = floor * 1e3
+            if name in times:
+                med, spread = summary(times[name])
+                row.update(median_ms=med * 1e3, spread=spread, images_per_s=batch_shape[0] / med,
+                           floor_ratio=med / floor)
         for name, row in results.items():
             twin = results.get(name.replace("timm_", "fastmix_"), {})
             if "median_ms" in row and "median_ms" in twin:
                 row["vs_fastmix"] = row["median_ms"] / twin["median_ms"]
+            progress(result_line(row))
         rows += results.values()
     return rows

@@ -26,6 +26,20 @@ def time_call(fn, device: torch.device, repeat: int) -> list[float]:
     return times
 
 
+def time_interleaved(fns: dict, repeat: int) -> dict:
+    """Seconds per call of each CPU callable in ``fns`` (name -> fn), the calls taken in turn
+    (a, b, a, b, ...) after 3 warm-up rounds, so that a load coming and going on a shared machine
+    weighs on every candidate alike: compare these within one case."""
+    times = {name: [] for name in fns}
+    for round_ in range(3 + repeat):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= 3:
+                times[name].append(time.perf_counter() - start)
+    return times
+
+
 def summary(times: list[float]) -> tuple[float, float]:
     """(median, interquartile range / median): the spread ``--baseline`` allows a slowdown within."""
     q = statistics.quantiles(times, n=4) if len(times) >= 4 else [min(times), statistics.median(times), max(times)]
