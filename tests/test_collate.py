@@ -119,20 +119,25 @@ def collate(kind, mode, generator_seed=0, **kwargs):
 # pixel truth
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("as_tensor", [False, True], ids=["numpy", "tensor"])
-@pytest.mark.parametrize("batch_size", [8, 7])
-@pytest.mark.parametrize("mode", ["batch", "pair", "elem", "half"])
-@pytest.mark.parametrize("kind", list(ALPHAS))
+PIXEL_CASES = ([pytest.param(kind, mode, size, False, id=f"{kind}-{mode}-{size}-numpy") for kind in ALPHAS
+                for mode in ("batch", "pair", "elem", "half") for size in (8, 7)]
+               + [pytest.param("switch", mode, 7, True, id=f"switch-{mode}-7-tensor")
+                  for mode in ("batch", "pair", "elem", "half")])
+
+
+@pytest.mark.parametrize("kind, mode, batch_size, as_tensor", PIXEL_CASES)
 def test_pixels_match_targets(kind, mode, batch_size, as_tensor):
     samples = [constant_sample(i, as_tensor) for i in range(batch_size)]
     originals = copy.deepcopy(samples)
     mixer = collate(kind, mode, num_classes=batch_size)
     kinds = {"mixup", "cutmix"} if kind == "switch" else {kind}
     seen = []
-    for _ in range(6):                 # several calls: batch mode draws once per call
+    for _ in range(5):                 # several calls: batch mode draws once per call
         images, target = mixer(samples)
         seen += check_batch(images, target, list(range(batch_size)), kinds, mode)
-    assert kinds & set(seen), f"no row was mixed in 6 calls: {seen}"
+    # batch mode draws 5 times in 5 calls (both kinds of a switch: 94%), the others at least 15
+    wanted = (kinds & set(seen)) if mode == "batch" else kinds
+    assert wanted and wanted <= set(seen), f"not every kind of {kinds} was drawn in 5 calls: {seen}"
     assert _same(samples, originals), "the collate modified its samples"
 
 
