@@ -110,7 +110,8 @@ def stack_images(batch) -> torch.Tensor:
         if numpy is not None and isinstance(image, numpy.ndarray):
             if image.dtype != numpy.uint8:
                 raise TypeError(f"batch[{i}][0]: expected a uint8 image, got numpy {image.dtype}")
-            image = torch.from_numpy(image)
+            # from_numpy refuses negative strides (a flipped view, say): those few are copied first
+            image = torch.from_numpy(image if min(image.strides, default=0) >= 0 else numpy.ascontiguousarray(image))
         elif not isinstance(image, torch.Tensor):
             raise TypeError(f"batch[{i}][0]: expected a numpy array or tensor, got {type(image).__name__}")
         elif image.dtype != torch.uint8:

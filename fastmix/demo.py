@@ -202,7 +202,8 @@ def render(originals: torch.Tensor, rows: list[DemoRow], path: str) -> tuple[int
         draw.text((6, tile_origin(r, 0)[1] + TILE // 2 - 6), name, fill=(0, 0, 0), font=font)
         for c in range(images.shape[0]):
             x, y = tile_origin(r, c)
-            canvas.paste(Image.fromarray(images[c].permute(1, 2, 0).contiguous().numpy(), "RGB"), (x, y))
+            pixels = bytes(images[c].permute(1, 2, 0).reshape(-1).tolist())   # HWC bytes, no numpy needed
+            canvas.paste(Image.frombytes("RGB", (TILE, TILE), pixels), (x, y))
             draw.text((x + 2, y + TILE + 3), captions[c], fill=(0, 0, 0), font=font)
     canvas.save(path, optimize=True)
     return size

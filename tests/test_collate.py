@@ -141,6 +141,15 @@ def test_pixels_match_targets(kind, mode, batch_size, as_tensor):
     assert _same(samples, originals), "the collate modified its samples"
 
 
+def test_any_strides_of_numpy_samples():
+    # a horizontally flipped view (negative stride), a transposed HWC array and a plain one
+    samples = [constant_sample(i, False) for i in range(3)]
+    samples[0] = (samples[0][0][:, :, ::-1], 0)
+    samples[1] = (np.ascontiguousarray(samples[1][0].transpose(1, 2, 0)).transpose(2, 0, 1), 1)
+    images, target = collate("cutmix", "elem", num_classes=3)(samples)
+    check_batch(images, target, [0, 1, 2], {"cutmix"}, "elem")
+
+
 def test_uint8_rounds_half_to_even_like_np_rint():
     # own 10/11/12 with partners 11/12/13 at λ = 0.5: exact blends 10.5, 11.5, 12.5 -> 10, 12, 12
     class HalfAndHalf(fastmix.FastCollateMixup):

@@ -9,7 +9,6 @@ each alike), so the progress lines of a case come when the whole case is done.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch.utils.data import default_collate
 
@@ -33,10 +32,16 @@ HOST_ROUND_TRIPS = {
 
 
 def make_samples(count: int, shape: tuple[int, ...], seed: int = 0) -> list:
-    """``count`` random ``(uint8 array of shape, label)`` samples, as a Dataset returns them."""
-    rng = np.random.default_rng(seed)
-    return [(rng.integers(0, 256, size=shape, dtype=np.uint8), int(rng.integers(0, NUM_CLASSES)))
-            for _ in range(count)]
+    """``count`` random ``(uint8 image of shape, label)`` samples, as a Dataset returns them: numpy
+    arrays (what timm's loader hands its collate), or tensors where numpy is not installed."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (count, *shape), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, NUM_CLASSES, (count,), generator=gen).tolist()
+    try:
+        arrays = [image.numpy().copy() for image in images]     # one array each, as a dataset makes them
+    except RuntimeError:                                        # torch says "Numpy is not available"
+        arrays = [image.clone() for image in images]
+    return list(zip(arrays, labels))
 
 
 def _candidates(case: str):
