@@ -1,5 +1,6 @@
 # Two entry points, each doing its own set-up from nothing:
-#   make demo   install into .venv and run the demonstration (fastmix demo)
+#   make demo   install into .venv (with Pillow, the demo extra) and run fastmix demo: it writes
+#               fastmix-demo.png (a picture of every mix) and prints a checked table
 #   make test   install into .venv (with the test extra) and run the test suite
 #   make parity install into .venv-parity (torch 2.14.1 + the real timm and torchvision) and run
 #               tests/parity against them
@@ -15,6 +16,10 @@ $(VENV)/.base:
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.demo: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install -q -e ".[demo]"
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base pyproject.toml
@@ -40,7 +45,7 @@ $(PARITY_VENV)/.parity: pyproject.toml
 	touch $@
 
 .PHONY: demo test kernels bench parity
-demo: $(VENV)/.base
+demo: $(VENV)/.demo
 	$(VENV)/bin/fastmix demo
 
 test: $(VENV)/.test
@@ -50,7 +55,7 @@ kernels: $(VENV)/.test
 	$(VENV)/bin/fastmix kernels
 
 bench: $(VENV)/.test
-	$(PY) benchmarks/compare.py
+	$(VENV)/bin/fastmix bench
 
 parity: $(PARITY_VENV)/.parity
 	$(PARITY_PY) -m pytest -q tests/parity

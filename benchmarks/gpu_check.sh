@@ -18,4 +18,4 @@ timeout "${BENCH_TIMEOUT:-180}" python3 -P benchmarks/compare.py --device cuda -
 timeout "${GPU_TEST_TIMEOUT:-120}" python3 -P -m pytest tests/test_gpu.py -q -p no:cacheprovider 2>&1 | tee "$OUT/test_gpu.log"
 timeout "${KERNEL_TEST_TIMEOUT:-200}" python3 -P -m pytest tests/test_kernels.py -q -p no:cacheprovider \
     --durations=5 2>&1 | tee "$OUT/test_kernels.log"
-python3 -P -m fastmix.cli demo --device cuda 2>&1 | tee "$OUT/demo.log"
+python3 -P -m fastmix.cli demo --device cuda --out "$OUT/demo.png" 2>&1 | tee "$OUT/demo.log"

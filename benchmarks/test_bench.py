@@ -1,18 +1,12 @@
 """pytest-benchmark suite for regressions: ``pytest benchmarks --benchmark-autosave`` then
-``pytest benchmarks --benchmark-compare`` (or benchmarks/compare.py for the peer table).
+``pytest benchmarks --benchmark-compare`` (or ``fastmix bench`` for the peer table).
 
 Runs on CUDA when present (times include a synchronize), else on CPU.
 """
-import os
-import sys
-
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import compare  # noqa: E402
-import peers  # noqa: E402
+from fastmix.bench import compare, peers
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SHAPES = {"256x3x32x32": (256, 3, 32, 32), "64x3x224x224": (64, 3, 224, 224)}

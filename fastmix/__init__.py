@@ -1,6 +1,7 @@
 """fastmix: Mixup, CutMix, Cutout and Random Erasing as one fused in-place pass.
 
 - :class:`Mixup` (timm's arguments), :class:`Cutout`, :class:`RandomErasing` — transforms.
+- :class:`FastCollateMixup` — timm's collate-time Mixup/CutMix on uint8 samples (a ``collate_fn``).
 - :mod:`fastmix.v2` — ``MixUp``/``CutMix`` shaped like ``torchvision.transforms.v2``.
 - :mod:`fastmix.functional` — sample a :class:`Plan`, apply it to any tensor, build targets.
 
@@ -8,8 +9,9 @@ CUDA tensors run fused Triton kernels (``fastmix.kernels``); everything else run
 pure-PyTorch reference (``fastmix.reference``). See ``fastmix.ops`` for the dispatch rules.
 """
 from . import functional, v2
+from .collate import FastCollateMixup
 from .plan import CUTMIX, ERASE, MIXUP, NONE, Plan
 from .transforms import Cutout, Mixup, RandomErasing
 
 __version__ = "0.1.0"
-__all__ = ["Mixup", "Cutout", "RandomErasing", "Plan", "functional", "v2", "NONE", "MIXUP", "CUTMIX", "ERASE"]
+__all__ = ["Mixup", "FastCollateMixup", "Cutout", "RandomErasing", "Plan", "functional", "v2", "NONE", "MIXUP", "CUTMIX", "ERASE"]

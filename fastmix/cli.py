@@ -1,5 +1,6 @@
-"""``fastmix`` command line: ``demo`` mixes a batch and shows what happened; ``kernels`` compiles
-the Triton kernels ahead of time for sm_80/sm_90 and prints their resource table."""
+"""``fastmix`` command line: ``demo`` draws what each mix does and checks label weights against
+pixels (:mod:`fastmix.demo`); ``bench`` times fastmix beside its peers (:mod:`fastmix.bench`);
+``kernels`` compiles the Triton kernels ahead of time for sm_80/sm_90 and prints their resource table."""
 from __future__ import annotations
 
 import argparse
@@ -10,71 +11,61 @@ import torch
 
 
 def _demo(args) -> int:
-    from . import Mixup, functional, ops
+    from . import Mixup, demo, ops
 
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
-    batch, size = args.batch, args.size
-    # every sample is one constant colour, so what was mixed can be read back off the pixels
-    colours = torch.arange(batch, dtype=torch.float32, device=device) * 10.0 + 5.0
-    x = colours.view(batch, 1, 1, 1).expand(batch, 3, size, size).contiguous()
-    y = torch.arange(batch, device=device)
-    gen = torch.Generator(device=device).manual_seed(args.seed)
-    mixer = Mixup(mixup_alpha=args.mixup_alpha, cutmix_alpha=args.cutmix_alpha, mode=args.mode,
-                  label_smoothing=0.0, num_classes=batch, generator=gen)
-    plan = mixer.plan(x)                      # what timm's Mixup.__call__ does, step by step
-    functional.apply(x, plan)
-    target = functional.targets(y, plan, batch, 0.0)
-    print(f"fastmix demo: {batch} samples of 3x{size}x{size} float32 on {device} (backend {ops.backend_for(x)}), "
-          f"Mixup(mixup_alpha={args.mixup_alpha}, cutmix_alpha={args.cutmix_alpha}, mode={args.mode!r})")
-    print("sample  kind    partner  own label weight  own pixel share")
-    ok = True
-    for i, row in enumerate(plan.describe()):
-        j = row["partner"]
-        weight = float(target[i, i])
-        if j == i or row["kind"] == "none":
-            share = float(torch.isclose(x[i], colours[i]).float().mean())
-        else:
-            share = float(((x[i] - colours[j]) / (colours[i] - colours[j])).mean())
-        ok &= abs(share - weight) < 1e-4
-        print(f"{i:6d}  {row['kind']:6s}  {j:7d}  {weight:16.4f}  {share:15.4f}")
-    print("every label weight equals the share of the sample's own pixels: " + ("yes" if ok else "NO"))
-    steps = 20
-    big = torch.rand(args.bench_batch, 3, 224, 224, device=device)
-    labels = torch.randint(0, 1000, (args.bench_batch,), device=device)
-    timed = Mixup(mixup_alpha=args.mixup_alpha, cutmix_alpha=args.cutmix_alpha, mode=args.mode, num_classes=1000)
-    timed(big, labels)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
+    originals, rows = demo.mix_rows(args.seed, count=args.samples, device=device)
+    print(f"fastmix demo on {device} (backend {ops.backend_for(originals.to(device))}), seed {args.seed}")
+    if demo.pillow_available():
+        width, height = demo.render(originals, rows, args.out)
+        print(f"wrote {args.out} ({width}x{height}): a row per method, a column per sample, each tile captioned "
+              f"with its label weights ('0.62 #3 + 0.38 #5': 62% sample 3's label, 38% sample 5's)")
+    else:
+        print('the picture needs Pillow: pip install "fastmix[demo]" (make demo installs it); the table follows')
+    ok = demo.check_table(args.batch, args.size, args.seed, device)
+    if args.bench_batch > 0:
+        steps = 20
+        big = torch.rand(args.bench_batch, 3, 224, 224, device=device)
+        labels = torch.randint(0, 1000, (args.bench_batch,), device=device)
+        timed = Mixup(mixup_alpha=0.8, cutmix_alpha=1.0, mode="elem", num_classes=1000)
         timed(big, labels)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    ms = (time.perf_counter() - start) / steps * 1e3
-    print(f"one Mixup step on {args.bench_batch}x3x224x224 float32: {ms:.2f} ms (mean of {steps}; "
-          f"benchmarks/compare.py has the full comparison)")
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            timed(big, labels)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        ms = (time.perf_counter() - start) / steps * 1e3
+        print(f"one Mixup/CutMix step (per sample) on {args.bench_batch}x3x224x224 float32: {ms:.2f} ms (mean of "
+              f"{steps}; fastmix bench has the full comparison)")
     return 0 if ok else 1
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fastmix", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="mix a batch of constant-colour images and show what each sample got")
-    demo.add_argument("--batch", type=int, default=8)
-    demo.add_argument("--size", type=int, default=32)
-    demo.add_argument("--mode", default="elem", choices=["batch", "pair", "elem"])
-    demo.add_argument("--mixup-alpha", type=float, default=0.8)
-    demo.add_argument("--cutmix-alpha", type=float, default=1.0)
+    demo = sub.add_parser("demo", help="draw what each mix does to a small image set (PNG) and check, on "
+                                       "constant-colour images, that label weights equal pixel shares")
+    demo.add_argument("--out", default="fastmix-demo.png", help="where the picture goes (default: %(default)s)")
+    demo.add_argument("--samples", type=int, default=8, help="columns of the picture (1..8)")
+    demo.add_argument("--batch", type=int, default=4, help="constant-colour samples per method in the table")
+    demo.add_argument("--size", type=int, default=128, help="side of the table's images")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto")
-    demo.add_argument("--bench-batch", type=int, default=64, help="batch size of the timed step")
+    demo.add_argument("--bench-batch", type=int, default=64, help="batch size of the timed step (0: no timing)")
     sub.add_parser("kernels", add_help=False, help="compile every kernel for sm_80/sm_90 (no GPU needed) and "
                                                    "print registers, local memory and access widths")
+    sub.add_parser("bench", add_help=False, help="time fastmix beside timm, torchvision and kornia (fastmix bench "
+                                                 "--help for the options)")
     args, rest = parser.parse_known_args(argv)
     if args.command == "demo":
         if rest:
             parser.error(f"unrecognised arguments: {' '.join(rest)}")
         return _demo(args)
+    if args.command == "bench":
+        from .bench import compare
+        return compare.main(rest, prog="fastmix bench")
     from .kernels import aot
     return aot.main(rest)
 

@@ -81,10 +81,12 @@ class Mixup:
         self.validate = validate
         self.mixup_enabled = True  # timm's switch for turning mixing off late in training
 
-    def plan(self, x: torch.Tensor) -> Plan:
-        """Draw this step's plan for batch ``x`` (nothing is applied)."""
-        return self._spec.draw(x.shape[0], spatial_size(x) if self._spec.cutmix_on else None, x.device,
-                               self.generator, prob=None if self.mixup_enabled else 0.0)
+    def plan(self, x: torch.Tensor, *, mode: Optional[str] = None) -> Plan:
+        """Draw this step's plan for batch ``x`` (nothing is applied); ``mode`` overrides
+        ``self.mode`` for this draw (FastCollateMixup's ``"half"`` draws per sample)."""
+        spec = self._spec if mode is None else self._spec.replace(mode=mode)
+        return spec.draw(x.shape[0], spatial_size(x) if spec.cutmix_on else None, x.device, self.generator,
+                         prob=None if self.mixup_enabled else 0.0)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor):
         _checks.batch("x", x, min_dim=2, dims=(4, 5) if self._spec.cutmix_on else None,

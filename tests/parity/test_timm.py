@@ -22,7 +22,7 @@ import torch
 
 import fastmix
 import fastmix.functional as F
-from peer_outcomes import (CUTMIX, MIXUP, NONE, assert_draws_match, assert_same_counts, assert_same_histogram,
+from parity.peer_outcomes import (CUTMIX, MIXUP, NONE, assert_draws_match, assert_same_counts, assert_same_histogram,
                            draws, import_peer, label_weights, one_hot_batch, ramp_batch, read_partners,
                            read_ramp, seeded)
 

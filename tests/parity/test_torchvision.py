@@ -24,7 +24,7 @@ from torch.utils import _pytree
 
 import fastmix.functional as F
 import fastmix.v2
-from peer_outcomes import (CUTMIX, MIXUP, NONE, assert_draws_match, draws, import_peer, label_weights,
+from parity.peer_outcomes import (CUTMIX, MIXUP, NONE, assert_draws_match, draws, import_peer, label_weights,
                            one_hot_batch, ramp_batch, read_partners, read_ramp, seeded)
 
 tv2 = import_peer("torchvision.transforms.v2")
