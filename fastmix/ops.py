@@ -46,22 +46,24 @@ def triton_available() -> bool:
     return not isinstance(_kernels(), ImportError)
 
 
-def backend_for(t: Tensor) -> str:
-    """``"triton"``, ``"cpu"`` or ``"reference"`` for a tensor on ``t``'s device (see the module docstring)."""
+def backend_for(t) -> str:
+    """``"triton"``, ``"cpu"`` or ``"reference"`` for a tensor on ``t``'s device, or for the device
+    ``t`` (see the module docstring)."""
+    device = t if isinstance(t, torch.device) else t.device
     choice = os.environ.get(BACKEND_ENV, "auto").lower()
     if choice == "auto":
-        if t.device.type == "cuda" and triton_available():
+        if device.type == "cuda" and triton_available():
             return "triton"
-        return "cpu" if t.device.type == "cpu" else "reference"
+        return "cpu" if device.type == "cpu" else "reference"
     if choice not in BACKENDS:
         raise ValueError(f"{BACKEND_ENV}: expected 'auto', 'triton', 'cpu' or 'reference', got {choice!r}")
     if choice == "triton":
         if not triton_available():
             raise RuntimeError(f"{BACKEND_ENV}=triton but triton does not import: {_kernels()}")
-        if t.device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise RuntimeError(f"{BACKEND_ENV}=triton on {t.device.type} tensors needs TRITON_INTERPRET=1")
-    if choice == "cpu" and t.device.type != "cpu":
-        raise RuntimeError(f"{BACKEND_ENV}=cpu on a {t.device.type} tensor")
+        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError(f"{BACKEND_ENV}=triton on {device.type} tensors needs TRITON_INTERPRET=1")
+    if choice == "cpu" and device.type != "cpu":
+        raise RuntimeError(f"{BACKEND_ENV}=cpu on a {device.type} tensor")
     return choice
 
 
@@ -133,6 +135,9 @@ def _mix_targets_impl(labels: Tensor, partner: Tensor, label_lam: Tensor, num_cl
     return (cpu if name == "cpu" else reference).mix_targets(labels, partner, label_lam, num_classes, smoothing)
 
 
+# every op's implementation by name (fastmix.bench.launches looks inside them)
+IMPLEMENTATIONS = {"blend_": _blend_impl_, "blend": functools.partial(_out_of_place, "blend"),
+                   "blend_grad": functools.partial(_out_of_place, "blend_grad"), "mix_targets": _mix_targets_impl}
 _lib.impl("blend_", _blend_impl_, "CompositeExplicitAutograd")
 _lib.impl("blend", functools.partial(_out_of_place, "blend"), "CompositeExplicitAutograd")
 _lib.impl("blend_grad", functools.partial(_out_of_place, "blend_grad"), "CompositeExplicitAutograd")

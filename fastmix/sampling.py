@@ -2,76 +2,121 @@
 
 Each operation has a *spec* — a frozen dataclass of its arguments, built by ``Spec.checked(...)``,
 which applies every rule about them in one place (kornia's ``make_samplers`` idea) — and a
-``draw(batch_size, size, device, generator)`` that returns a :class:`~fastmix.plan.Plan`. The
-transforms (``fastmix.Mixup``, ``fastmix.v2``, ``Cutout``, ``RandomErasing``) and the functional
-samplers (``fastmix.functional.mixup_cutmix_plan`` ...) both go through the specs.
+``sample(batch_size, size, device, generator)`` that returns a :class:`~fastmix.plan.Plan` (and,
+given labels, the soft targets). The transforms (``fastmix.Mixup``, ``fastmix.v2``, ``Cutout``,
+``RandomErasing``) and the functional samplers (``fastmix.functional.mixup_cutmix_plan`` ...)
+both go through the specs.
 
-Draws use tensor operations only, on ``device``: no numpy, no ``.item()``, nothing read back to
-the host, so a training step on a GPU never waits for them.
+A sample is one draw of float32 uniforms from the torch generator (``torch.rand``: the user's
+``generator=`` or the default one, so runs are reproducible and a step captured in a CUDA graph
+draws fresh plans on every replay), then a pure function of them (``fastmix/draws.py``, the
+specification) computed where it is cheapest (:func:`sampler_for`): one Triton launch on CUDA
+(``kernels/sample.py``, which also writes the soft targets), numpy on CPU tensors, torch ops
+anywhere else and under ``torch.compile``. Nothing is read back to the host on a GPU.
 """
 from __future__ import annotations
 
+import functools
 import math
+import os
 from dataclasses import dataclass, fields
 from typing import Optional, Sequence, Union
 
 import torch
 
-from . import _checks
-from .plan import (FLIP, ROLL, Plan, assemble, box_area_fraction, closed_form_partner, erase_plan)
+from . import _checks, draws, ops
+from .plan import FLIP, ROLL, SELF, Plan, _closed_form
 
 Generator = Optional[torch.Generator]
 DeviceLike = Union[torch.device, str, None]
 
 MODES = ("batch", "pair", "elem")
 BOX_STYLES = ("timm", "torchvision")
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 # --------------------------------------------------------------------------------------------
-# random draws on the device
+# the one draw, and where its function is computed
 # --------------------------------------------------------------------------------------------
 
-def _uniform(n: int, device, generator: Generator) -> torch.Tensor:
-    return torch.rand(n, device=device, generator=generator)
+_worker_streams: dict = {}
 
 
-def _uniform_int(high, generator: Generator, n: Optional[int] = None, device=None) -> torch.Tensor:
-    """Integers uniform in ``[0, high)``: ``high`` a tensor of per-sample bounds (each >= 1), or an
-    int with ``n`` and ``device`` (then no bound tensor is built)."""
-    if isinstance(high, int):
-        u = torch.rand(n, device=device, generator=generator, dtype=torch.float64)
-        return (u * high).floor().long().clamp_max(high - 1)
-    u = torch.rand(high.shape, device=high.device, generator=generator, dtype=torch.float64)
-    return torch.minimum((u * high).floor().long(), high.long() - 1)
+def _stream(generator: Generator) -> Generator:
+    """The generator to draw from in this process. In a DataLoader worker every worker holds a
+    copy of the same generator state, so each derives its own stream, once, from the generator's
+    seed and the seed torch gives the worker (different per worker and per epoch; reproducible
+    when the DataLoader is seeded), as PyTorch does for its own seeds."""
+    if generator is None:
+        return None
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return generator
+    key = (id(generator), os.getpid())
+    if key not in _worker_streams:
+        derived = torch.Generator(device=generator.device)
+        derived.manual_seed((generator.initial_seed() * 0x9E3779B97F4A7C15 + info.seed) % (2**63))
+        _worker_streams[key] = (generator, derived)   # the original is kept so its id stays unique
+    return _worker_streams[key][1]
 
+
+def rank_offset(generator: Generator) -> float:
+    """With the default generator under ``torch.distributed``, each rank rotates its uniforms by
+    its own offset, so ranks seeded alike (as training scripts seed for equal initial weights)
+    still draw different plans; an explicit ``generator=`` is used as it is."""
+    if generator is not None or torch.compiler.is_compiling():
+        return 0.0
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return 0.0
+    return (dist.get_rank() * _GOLDEN) % 1.0
+
+
+def uniforms(n: int, device: DeviceLike, generator: Generator) -> torch.Tensor:
+    """The step's randomness: ``n`` float32 uniforms in [0, 1), one draw (one launch on a GPU)."""
+    return torch.rand(n, device=device, generator=_stream(generator))
+
+
+def sampler_for(device: torch.device) -> str:
+    """``"triton"`` (CUDA, eager), ``"numpy"`` (CPU tensors, eager) or ``"torch"`` (any device, and
+    under ``torch.compile``, which fuses the torch ops itself); ``FASTMIX_BACKEND`` as for the blend."""
+    if torch.compiler.is_compiling():
+        return "torch"
+    return {"triton": "triton", "cpu": "numpy"}.get(ops.backend_for(device), "torch")
+
+
+def _plan_from_rows(rows: draws.PlanRows, pairing: str, size, fill=None, noise_seed=None) -> Plan:
+    tensors = [torch.from_numpy(v) if not isinstance(v, torch.Tensor) else v for v in rows]
+    partner = tensors[0]
+    return Plan(*tensors, fill=fill, noise_seed=noise_seed, size=size, _closed=_closed_form(pairing, partner))
+
+
+@functools.lru_cache(maxsize=64)
+def _fill_row(values: tuple, device: torch.device) -> torch.Tensor:
+    """``(1, C)`` float32 fill values on ``device``, made once per device (one small copy): a plan's
+    fill is this row expanded to the batch (a view), so a step allocates and launches nothing for it."""
+    return torch.tensor([values], dtype=torch.float32, device=device)
+
+
+def _fill(value, batch: int, device) -> torch.Tensor:
+    values = (value,) if isinstance(value, float) else tuple(value)
+    return _fill_row(values, torch.device(device) if device is not None else torch.device("cpu")).expand(
+        batch, len(values))
+
+
+# --------------------------------------------------------------------------------------------
+# the functional API's draws
+# --------------------------------------------------------------------------------------------
 
 def sample_beta(alpha: Union[float, Sequence[float]], n: int, device: DeviceLike = None,
                 generator: Generator = None) -> torch.Tensor:
-    """``n`` draws of Beta(alpha, alpha) as float32 (``(len(alpha), n)`` for several alphas at once).
-
-    In log space: Gamma(a) = Gamma(a + 1) * U**(1/a), so log G = log Gamma(a + 1) + log(U) / a
-    never underflows, and λ = sigmoid(log G0 - log G1). (Dividing two float32 Gamma(a) draws
-    returns 0/0 for small a: at a = 0.01 a sixth of them.) Several alphas share every launch.
-    """
+    """``n`` draws of Beta(alpha, alpha) as float32 (``(len(alpha), n)`` for several alphas), by
+    the samplers' own method (``fastmix.draws.beta``: Marsaglia-Tsang in log space, float64)."""
     alphas = [float(alpha)] if _checks.is_number(alpha) else [float(a) for a in alpha]
-    shape = (len(alphas), 2, n)
-    conc = torch.full(shape, alphas[-1] + 1.0, device=device)
-    inv = torch.full((len(alphas), 1, 1), 1.0 / alphas[-1], device=device)
-    for k, a in enumerate(alphas[:-1]):
-        conc[k].fill_(a + 1.0)          # fills, not a host-built tensor (no host-to-device copy)
-        inv[k].fill_(1.0 / a)
-    g = torch._standard_gamma(conc, generator=generator)
-    u = torch.rand(shape, device=device, generator=generator).clamp_min_(torch.finfo(torch.float32).tiny)
-    log_g = torch.log(g).add_(torch.log(u).mul_(inv))
-    lam = torch.sigmoid(log_g[:, 0] - log_g[:, 1])
-    return lam[0] if _checks.is_number(alpha) else lam
-
-
-def _sizes(size: tuple[int, int], device) -> torch.Tensor:
-    """``[[H], [W]]`` as float64 on the device, by fills (no host-to-device copy)."""
-    out = torch.full((2, 1), float(size[0]), dtype=torch.float64, device=device)
-    out[1].fill_(float(size[1]))
-    return out
+    u = uniforms(len(alphas) * n * 2 * draws.GAMMA_UNIFORMS, device, generator).double()
+    u = u.view(len(alphas), n, 2, draws.GAMMA_UNIFORMS)
+    out = torch.stack([draws.beta(u[k, :, 0], u[k, :, 1], a, draws.TORCH) for k, a in enumerate(alphas)]).float()
+    return out[0] if _checks.is_number(alpha) else out
 
 
 def box_from_lam(lam: torch.Tensor, size: tuple[int, int], generator: Generator = None,
@@ -81,63 +126,30 @@ def box_from_lam(lam: torch.Tensor, size: tuple[int, int], generator: Generator 
     ``style="timm"`` is timm's ``rand_bbox``: side ``cut = int(H * sqrt(1 - lam))``, rows
     ``[cy - cut // 2, cy + (cut + 1) // 2)``. ``style="torchvision"`` is ``v2.CutMix``: half-side
     ``int(0.5 * sqrt(1 - lam) * H)``, rows ``[cy - half, cy + half)``. Returns ``(n, 4)`` int32
-    ``[y0, y1, x0, x1]``. Both axes are computed together as ``(2, n)`` tensors.
+    ``[y0, y1, x0, x1]``.
     """
     if style not in BOX_STYLES:
         raise ValueError(f"style: expected 'timm' or 'torchvision', got {style!r}")
-    sizes = _sizes(size, lam.device)
-    ratio = torch.sqrt((1.0 - lam.double()).clamp_min_(0.0))
-    centre = (torch.rand((2, lam.shape[0]), dtype=torch.float64, device=lam.device, generator=generator)
-              .mul_(sizes).floor_().minimum(sizes - 1))
-    if style == "timm":
-        cut = (ratio * sizes).floor_()
-        low, high = (cut * 0.5).floor_(), ((cut + 1) * 0.5).floor_()
-    else:
-        low = high = (ratio * (sizes * 0.5)).floor_()
-    start = (centre - low).clamp_min_(0).minimum(sizes)
-    end = (centre + high).clamp_min_(0).minimum(sizes)
-    return torch.stack([start[0], end[0], start[1], end[1]], 1).to(torch.int32)
-
-
-def minmax_sides(size: tuple[int, int], minmax: Sequence[float]) -> tuple[int, int, int, int]:
-    """timm's side bounds ``[lo, hi)`` in pixels for ``cutmix_minmax``: ``(lo_h, hi_h, lo_w, hi_w)``."""
-    height, width = size
-    sides = (int(height * minmax[0]), int(height * minmax[1]), int(width * minmax[0]), int(width * minmax[1]))
-    if sides[1] <= sides[0] or sides[3] <= sides[2]:
-        raise ValueError(f"cutmix_minmax: {tuple(minmax)} leaves no box size to draw on a {height}x{width} image")
-    return sides
+    spec = MixupSpec(mixup_alpha=0.0, cutmix_alpha=1.0, box_style=style)
+    u = uniforms(4 * lam.shape[0], lam.device, generator).double().view(-1, 4)
+    return torch.stack(draws._cut_box(spec, lam.double(), u, size[0], size[1], draws.TORCH), 1).to(torch.int32)
 
 
 def box_from_minmax(n: int, size: tuple[int, int], minmax: Sequence[float], device: DeviceLike = None,
                     generator: Generator = None) -> torch.Tensor:
     """timm's ``rand_bbox_minmax``: box sides uniform in ``[min, max)`` of the image, fully inside
     it (top-left corner uniform in ``[0, H - side]``)."""
+    spec = MixupSpec.checked(cutmix_minmax=minmax)
+    _check_minmax_fits(spec.cutmix_minmax, size)
+    u = uniforms(4 * n, device, generator).double().view(-1, 4)
+    return torch.stack(draws._cut_box(spec, None, u, size[0], size[1], draws.TORCH), 1).to(torch.int32)
+
+
+def _check_minmax_fits(minmax, size) -> None:
     height, width = size
-    lo_h, hi_h, lo_w, hi_w = minmax_sides(size, minmax)
-    cut_h = lo_h + _uniform_int(hi_h - lo_h, generator, n, device)
-    cut_w = lo_w + _uniform_int(hi_w - lo_w, generator, n, device)
-    y0 = _uniform_int(height - cut_h + 1, generator)
-    x0 = _uniform_int(width - cut_w + 1, generator)
-    return torch.stack([y0, y0 + cut_h, x0, x0 + cut_w], 1).to(torch.int32)
-
-
-def _per_row(unit_values, mode: str, batch_size: int):
-    """Per-draw values as per-row values: broadcast one draw, or give pair i's draw to rows i and B-1-i."""
-    out = []
-    for v in unit_values:
-        if v is None or mode == "elem":
-            out.append(v)
-        elif mode == "batch":
-            out.append(v.expand(batch_size, *v.shape[1:]))
-        else:
-            out.append(torch.cat([v, v[:batch_size // 2].flip(0)]))
-    return out
-
-
-def _fill_tensor(value, n: int, device) -> torch.Tensor:
-    """``(n, 1)`` or ``(n, C)`` float32, made by fills on the device (no host-to-device copy)."""
-    values = (value,) if isinstance(value, float) else value
-    return torch.cat([torch.full((n, 1), v, dtype=torch.float32, device=device) for v in values], 1)
+    lo, hi = minmax
+    if int(height * hi) <= int(height * lo) or int(width * hi) <= int(width * lo):
+        raise ValueError(f"cutmix_minmax: {tuple(minmax)} leaves no box size to draw on a {height}x{width} image")
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,39 +211,35 @@ class MixupSpec(_Spec):
     def cutmix_on(self) -> bool:
         return self.cutmix_alpha > 0
 
-    def draw(self, batch_size: int, size: Optional[tuple[int, int]], device: DeviceLike = None,
-             generator: Generator = None, prob: Optional[float] = None) -> Plan:
-        """A plan for ``batch_size`` samples of spatial ``size`` (None: Mixup only, any shape).
-        ``prob`` overrides the spec's (timm's ``mixup_enabled=False`` draws with 0)."""
+    def sample(self, batch_size: int, size: Optional[tuple[int, int]], device: DeviceLike = None,
+               generator: Generator = None, *, prob: Optional[float] = None, labels: Optional[torch.Tensor] = None,
+               num_classes: int = 0, smoothing: float = 0.0):
+        """``(plan, targets)`` for ``batch_size`` samples of spatial ``size`` (None: Mixup only, any
+        shape). ``prob`` overrides the spec's (timm's ``mixup_enabled=False`` draws with 0).
+        ``targets`` are the soft targets of ``labels`` (checked) when the sampler builds them in the
+        same launch (CUDA), else None (the caller builds them from the plan)."""
         prob = self.prob if prob is None else prob
         if self.cutmix_on and size is None:
             raise ValueError("size: CutMix needs the (H, W) of the images")
-        partner, closed = closed_form_partner(self.pairing, batch_size, device)
-        units = {"batch": 1, "pair": (batch_size + 1) // 2, "elem": batch_size}[self.mode]
-        use_cutmix = None
-        if self.mixup_alpha > 0 and self.cutmix_on:
-            both = sample_beta((self.cutmix_alpha, self.mixup_alpha), units, device, generator)
-            use_cutmix = _uniform(units, device, generator) < self.switch_prob
-            lam = torch.where(use_cutmix, both[0], both[1])
+        if self.cutmix_minmax is not None:
+            _check_minmax_fits(self.cutmix_minmax, size)
+        device = torch.device("cpu" if device is None else device)
+        u = uniforms(draws.units(self.mode, batch_size) * draws.MIX_UNIFORMS, device, generator)
+        offset = rank_offset(generator)
+        sampler = sampler_for(device)
+        targets = None
+        if sampler == "triton":
+            from .kernels import sample as kernels
+            rows, targets = kernels.mixup_plan(self, u, batch_size, size, prob, offset, labels, num_classes, smoothing)
         else:
-            lam = sample_beta(self.mixup_alpha if self.mixup_alpha > 0 else self.cutmix_alpha, units, device,
-                              generator)
-            if self.cutmix_on:
-                use_cutmix = torch.ones(units, dtype=torch.bool, device=device)
-        if prob < 1.0:
-            lam = torch.where(_uniform(units, device, generator) < prob, lam, 1.0)
-        box = label_lam = None
-        if self.cutmix_on:
-            if self.cutmix_minmax is not None:
-                box = box_from_minmax(units, size, self.cutmix_minmax, device, generator)
-            else:
-                box = box_from_lam(lam, size, generator, self.box_style)
-            kept = 1.0 - box_area_fraction(box, size)
-            label_lam = kept if (self.correct_lam or self.cutmix_minmax is not None) else lam
-            # an empty box (λ close to 1) leaves the row alone, and so does its label
-            lam = torch.where(use_cutmix & (kept == 1.0), 1.0, lam)
-        rows = _per_row((use_cutmix, lam, box, label_lam), self.mode, batch_size)
-        return assemble(partner, closed, *rows, size if self.cutmix_on else None)
+            on = draws.NUMPY if sampler == "numpy" else draws.TORCH
+            rows = draws.mixup_rows(self, u.numpy() if sampler == "numpy" else u, batch_size, size, prob, offset, on)
+        return _plan_from_rows(rows, self.pairing, size if self.cutmix_on else None), targets
+
+    def draw(self, batch_size: int, size: Optional[tuple[int, int]], device: DeviceLike = None,
+             generator: Generator = None, prob: Optional[float] = None) -> Plan:
+        """The plan of :meth:`sample`."""
+        return self.sample(batch_size, size, device, generator, prob=prob)[0]
 
 
 def fill_value(name: str, value) -> Union[float, tuple[float, ...]]:
@@ -261,18 +269,13 @@ class CutoutSpec(_Spec):
         return cls(_checks.integer("n_holes", n_holes, low=1), _checks.integer("length", length, low=0),
                    fill_value("fill", fill), _checks.probability("p", p))
 
+    def uniforms_per_sample(self) -> int:
+        return 2 * self.n_holes + 1
+
     def draw(self, batch_size: int, size: tuple[int, int], device: DeviceLike = None,
              generator: Generator = None) -> Plan:
-        height, width = size
-        shape = (batch_size, self.n_holes)
-        cy = _uniform_int(height, generator, batch_size * self.n_holes, device).view(shape)
-        cx = _uniform_int(width, generator, batch_size * self.n_holes, device).view(shape)
-        half = self.length // 2
-        box = torch.stack([(cy - half).clamp(0, height), (cy + half).clamp(0, height),
-                           (cx - half).clamp(0, width), (cx + half).clamp(0, width)], -1).to(torch.int32)
-        apply = _uniform(batch_size, device, generator) < self.p
-        box = torch.where(apply[:, None, None], box, torch.zeros_like(box))
-        return erase_plan(box, size, _fill_tensor(self.fill, batch_size, device), None)
+        rows, _ = _erase_draw(self, draws.cutout_rows, batch_size, size, device, generator, with_seed=False)
+        return _plan_from_rows(rows, SELF, size, fill=_fill(self.fill, batch_size, device))
 
 
 @dataclass(frozen=True)
@@ -308,28 +311,32 @@ class ErasingSpec(_Spec):
     def random_value(self) -> bool:
         return isinstance(self.value, str)
 
+    def uniforms_per_sample(self) -> int:
+        return 2 * self.attempts + 3
+
     def draw(self, batch_size: int, size: tuple[int, int], device: DeviceLike = None,
              generator: Generator = None) -> Plan:
-        height, width = size
-        shape = (batch_size, self.attempts)
-        lo, hi = self.scale
-        area = height * width * (lo + (hi - lo) * torch.rand(shape, device=device, generator=generator,
-                                                             dtype=torch.float64))
-        log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
-        aspect = torch.exp(log_lo + (log_hi - log_lo) * torch.rand(shape, device=device, generator=generator,
-                                                                 dtype=torch.float64))
-        h = torch.sqrt(area * aspect).round().long()
-        w = torch.sqrt(area / aspect).round().long()
-        fits = (h < height) & (w < width) & (h > 0) & (w > 0)
-        first = torch.argmax(fits.int(), 1)            # first attempt that fits (0 if none does)
-        h = h.gather(1, first[:, None])[:, 0]
-        w = w.gather(1, first[:, None])[:, 0]
-        found = fits.any(1) & (_uniform(batch_size, device, generator) < self.p)
-        y0 = _uniform_int((height - h + 1).clamp_min(1), generator)
-        x0 = _uniform_int((width - w + 1).clamp_min(1), generator)
-        box = torch.stack([y0, y0 + h, x0, x0 + w], 1)
-        box = torch.where(found[:, None], box, torch.zeros_like(box)).to(torch.int32)[:, None, :]
+        rows, seed = _erase_draw(self, draws.erasing_rows, batch_size, size, device, generator,
+                                 with_seed=self.random_value)
         if self.random_value:
-            seed = torch.randint(0, 2**62, (1,), device=device, generator=generator)
-            return erase_plan(box, size, None, seed)
-        return erase_plan(box, size, _fill_tensor(self.value, batch_size, device), None)
+            return _plan_from_rows(rows, SELF, size, noise_seed=seed)
+        return _plan_from_rows(rows, SELF, size, fill=_fill(self.value, batch_size, device))
+
+
+def _erase_draw(spec, rows_of, batch_size, size, device, generator, with_seed: bool):
+    """``(rows, noise seed or None)`` of Cutout or Erasing from one draw of uniforms (two more
+    for the seed), computed where it is cheapest."""
+    device = torch.device("cpu" if device is None else device)
+    u = uniforms(batch_size * spec.uniforms_per_sample() + (2 if with_seed else 0), device, generator)
+    sampler = sampler_for(device)
+    if sampler == "triton":
+        from .kernels import sample as kernels
+        rows, seed = kernels.erase_plan(spec, u, batch_size, size, with_seed)
+    else:
+        on = draws.NUMPY if sampler == "numpy" else draws.TORCH
+        values = u.numpy() if sampler == "numpy" else u
+        rows = rows_of(spec, values, batch_size, size, on)
+        seed = draws.noise_seed(values, on) if with_seed else None
+        if seed is not None and not isinstance(seed, torch.Tensor):
+            seed = torch.from_numpy(seed)
+    return rows, seed

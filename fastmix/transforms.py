@@ -84,9 +84,14 @@ class Mixup:
     def plan(self, x: torch.Tensor, *, mode: Optional[str] = None) -> Plan:
         """Draw this step's plan for batch ``x`` (nothing is applied); ``mode`` overrides
         ``self.mode`` for this draw (FastCollateMixup's ``"half"`` draws per sample)."""
+        return self._sample(x, mode=mode)[0]
+
+    def _sample(self, x: torch.Tensor, target: Optional[torch.Tensor] = None, *, mode: Optional[str] = None):
+        """``(plan, soft targets or None)``: on CUDA one launch draws both (with ``target``)."""
         spec = self._spec if mode is None else self._spec.replace(mode=mode)
-        return spec.draw(x.shape[0], spatial_size(x) if spec.cutmix_on else None, x.device, self.generator,
-                         prob=None if self.mixup_enabled else 0.0)
+        return spec.sample(x.shape[0], spatial_size(x) if spec.cutmix_on else None, x.device, self.generator,
+                           prob=None if self.mixup_enabled else 0.0, labels=target,
+                           num_classes=self.num_classes, smoothing=self.label_smoothing)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor):
         _checks.batch("x", x, min_dim=2, dims=(4, 5) if self._spec.cutmix_on else None,
@@ -94,15 +99,17 @@ class Mixup:
         target = self._as_timm_takes_it(target)
         _checks.labels("target", target, x.shape[0], self.num_classes, x.device,
                        _checks.default_validate(self.validate, x.device))
-        plan = self.plan(x)
         if self.multi_label:
             # timm smooths multi-hot targets towards 0.5; smoothing is affine, so smoothing the
             # mix equals mixing the smoothed targets
+            plan = self.plan(x)
             soft = ops.targets_of(target, plan, self.num_classes, 0.0)
             if self.label_smoothing:
                 soft.mul_(1.0 - self.label_smoothing).add_(0.5 * self.label_smoothing)
         else:
-            soft = ops.targets_of(target, plan, self.num_classes, self.label_smoothing)
+            plan, soft = self._sample(x, target)
+            if soft is None:
+                soft = ops.targets_of(target, plan, self.num_classes, self.label_smoothing)
         return apply(x, plan), soft
 
     def _as_timm_takes_it(self, target):

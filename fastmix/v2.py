@@ -166,8 +166,10 @@ class _BaseMixUpCutMix(nn.Module):
             labels_in = labels
         k = _checks.labels("labels", labels_in, first.shape[0], self.num_classes, first.device,
                            _checks.default_validate(self.validate, first.device))
-        plan = self.plan(first)
-        soft = ops.targets_of(labels_in, plan, k, 0.0)
+        plan, soft = self._spec.sample(first.shape[0], spatial_size(first) if self._spec.cutmix_on else None,
+                                       first.device, self.generator, labels=labels_in, num_classes=k)
+        if soft is None:
+            soft = ops.targets_of(labels_in, plan, k, 0.0)
         mixed = {id(b): self._mixed(b, plan) for b in batches}
         out = [soft if leaf is labels else mixed.get(id(leaf), leaf) for leaf in leaves]
         return _pytree.tree_unflatten(out, spec)

@@ -39,6 +39,20 @@ BLEND_VARIANTS = [
     ("mixup_inplace", "_blend_inplace_kernel", ("fp32", "fp16", "bf16", "u8"), dict(FILL=0, WHOLE_ROWS=True)),
 ]
 TARGET_VARIANTS = [("targets_index", False), ("targets_soft", True)]
+# the samplers (kernels/sample.py) as the launchers launch them: (variant, kernel, constexprs, num_warps)
+_MIX = dict(MODE=2, ROLL=False, MIXUP_ON=True, CUTMIX_ON=True, BOX=0, CORRECT=True)
+SAMPLE_VARIANTS = [
+    ("sample_mixup", "_mixup_plan_kernel", dict(_MIX, LABELS=0, BLOCK_B=128, BLOCK_K=1), 4),
+    ("sample_mixup_targets", "_mixup_plan_kernel", dict(_MIX, LABELS=1, BLOCK_B=1, BLOCK_K=1024), 4),
+    ("sample_minmax_soft", "_mixup_plan_kernel", dict(_MIX, BOX=2, LABELS=2, BLOCK_B=1, BLOCK_K=1024), 4),
+    ("sample_cutout", "_cutout_plan_kernel", dict(HOLES=2, BLOCK_B=128), 1),
+    ("sample_erasing", "_erasing_plan_kernel", dict(ATTEMPTS=10, SEED=True, BLOCK_B=128), 1),
+]
+# pointer and scalar types of the samplers' arguments; float64 parameters travel as int64 bits
+_SAMPLE_POINTERS = {"u_ptr": "*fp32", "labels_ptr": "*i64", "partner_ptr": "*i64", "box_ptr": "*i32",
+                    "kind_ptr": "*i8", "seed_ptr": "*i64"}
+_SAMPLE_BITS = ("mixup_alpha", "cutmix_alpha", "prob", "switch_prob", "offset", "p", "scale_lo", "scale_hi",
+                "log_ratio_lo", "log_ratio_hi")
 
 
 @dataclass
@@ -91,6 +105,27 @@ def _blend_source(kernel: str, variant: dict, dtype: str):
     aligned = [name for name in sig if name.endswith("_ptr")] + [name for name in _ALIGNED if name in sig]
     attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in aligned}
     return ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs), num_warps
+
+
+def _sample_source(kernel: str, const: dict):
+    from triton.compiler import ASTSource
+
+    from . import sample
+
+    fn = getattr(sample, kernel)
+    sig = {}
+    for name in fn.arg_names:
+        if name in const:
+            sig[name] = "constexpr"
+        elif name.endswith("_ptr"):
+            sig[name] = _SAMPLE_POINTERS.get(name, "*fp32")
+        elif name in _SAMPLE_BITS:
+            sig[name] = "i64"
+        elif name in ("on", "off", "keep"):
+            sig[name] = "fp32"
+        else:
+            sig[name] = "i32"
+    return ASTSource(fn=fn, signature=sig, constexprs=const)
 
 
 def _targets_source(soft: bool):
@@ -148,6 +183,9 @@ def compile_one(kernel: str, arch: int, dtype: str) -> Report:
     try:
         if kernel.startswith("targets"):
             src, num_warps = _targets_source(dict(TARGET_VARIANTS)[kernel])
+        elif kernel.startswith("sample"):
+            _, fn_name, const, num_warps = next(v for v in SAMPLE_VARIANTS if v[0] == kernel)
+            src = _sample_source(fn_name, const)
         else:
             _, fn_name, _, variant = next(v for v in BLEND_VARIANTS if v[0] == kernel)
             src, num_warps = _blend_source(fn_name, variant, dtype)
@@ -170,6 +208,7 @@ def jobs(arches=(80, 90)) -> list[tuple[str, int, str]]:
         for name, _, dtypes, _ in BLEND_VARIANTS:
             out += [(name, arch, dt) for dt in dtypes]
         out += [(name, arch, "fp32") for name, _ in TARGET_VARIANTS]
+        out += [(name, arch, "fp64") for name, *_ in SAMPLE_VARIANTS]
     return out
 
 

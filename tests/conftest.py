@@ -14,3 +14,25 @@ import pytest  # noqa: E402
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(params=["host", "fused"])
+def each_sampler(request):
+    """Run a test with the host-side sampler (numpy, as on CPU) and with the fused Triton sampler
+    (the CUDA path, under the interpreter without a GPU): the same distributions must hold for both."""
+    if request.param == "host":
+        yield "host"
+        return
+    from fastmix import ops
+
+    if not ops.triton_available():
+        pytest.skip("triton is not installed")
+    old = os.environ.get(ops.BACKEND_ENV)
+    os.environ[ops.BACKEND_ENV] = "triton"
+    try:
+        yield "fused"
+    finally:
+        if old is None:
+            os.environ.pop(ops.BACKEND_ENV, None)
+        else:
+            os.environ[ops.BACKEND_ENV] = old

@@ -20,6 +20,9 @@ def _cutmix_rows(plan):
     box = plan.box[cut, 0].long()
     return cut, box[:, 0], box[:, 1], box[:, 2], box[:, 3]
 
+# every distribution here must hold for the host sampler and for the fused Triton one
+pytestmark = pytest.mark.usefixtures("each_sampler")
+
 
 def box_offsets(style: str, extent: int, lam: list) -> tuple:
     """Per-λ offsets of a CutMix box from its centre c along one axis: rows ``[c - low, c + high)``.
@@ -152,3 +155,19 @@ def test_cutmix_box_centres_are_uniform(style, gen):
         centre = torch.where(lo > 0, lo + low, hi - high)
         assert bool((hi < extent)[lo == 0].all()), f"{style} {axis}: a box clipped at both ends"
         assert_uniform_ints(centre, extent, f"CutMix ({style}) centre {axis}")
+
+
+def test_raw_lam_survives_an_empty_box_as_in_timm():
+    """timm's ``correct_lam=False``: a CutMix draw whose box comes out empty leaves the pixels
+    alone but keeps λ as the label weight. On a 2x2 image the timm box is empty exactly when
+    floor(2 sqrt(1 - λ)) = 0, i.e. λ > 3/4, so those rows' weights must lie in (3/4, 1)."""
+    for correct_lam in (False, True):
+        plan = mixup_cutmix_plan(4000, (2, 2), mixup_alpha=0.0, cutmix_alpha=1.0, mode="elem",
+                                 correct_lam=correct_lam, generator=torch.Generator().manual_seed(3))
+        untouched = (plan.kind == 0) & (plan.partner != torch.arange(4000))
+        weights = plan.label_lam[untouched]
+        assert untouched.sum() > 800, "about a quarter of the rows should draw λ > 3/4"
+        if correct_lam:
+            assert bool((weights == 1.0).all()), "correct_lam: an untouched row keeps its whole label"
+        else:
+            assert bool(((weights > 0.75) & (weights < 1.0)).all()), f"raw λ of empty boxes: {weights[:8].tolist()}"

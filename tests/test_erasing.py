@@ -41,6 +41,9 @@ def test_cutout_fills_holes_and_keeps_labels(fill):
             assert bool((vals == fills[c]).all()), f"sample {i} channel {c}: erased values {vals.unique()[:4]}"
     assert bool((out != original).any()), "Cutout erased nothing"
 
+# every plan distribution here must hold for the host sampler and for the fused Triton one
+each_sampler = pytest.mark.usefixtures("each_sampler")
+
 
 def test_cutout_holes_near_the_border_are_clipped():
     b, side, length = 64, 16, 8
@@ -117,6 +120,7 @@ def test_random_erasing_random_value_is_standard_noise_and_replayable():
 
 # the plans
 
+@each_sampler
 @pytest.mark.parametrize("length", [8, 7])
 def test_cutout_boxes(length, gen):
     size = height, width = (17, 23)
@@ -142,6 +146,7 @@ def test_cutout_boxes(length, gen):
         assert_uniform_ints(centre, extent, f"Cutout centre {axis} (length {length})")
 
 
+@each_sampler
 def test_cutout_p_and_fill_per_channel(gen):
     n = 4000
     plan = cutout_plan(n, (16, 16), n_holes=3, length=6, fill=(0.1, 0.2, 0.3), p=0.35, generator=gen)
@@ -155,6 +160,7 @@ def test_cutout_p_and_fill_per_channel(gen):
     assert torch.allclose(plan.fill, torch.tensor([0.1, 0.2, 0.3]).expand(n, 3))
 
 
+@each_sampler
 @pytest.mark.parametrize("scale, ratio", [((0.02, 0.33), (0.3, 3.3)), ((0.1, 0.2), (0.5, 2.0))])
 def test_erasing_boxes(scale, ratio, gen):
     size = height, width = (40, 56)
@@ -191,6 +197,7 @@ def test_erasing_boxes(scale, ratio, gen):
     assert plan.box[erased, 0].unique(dim=0).shape[0] > n // 2, "per-sample boxes are not independent"
 
 
+@each_sampler
 def test_erasing_p_and_values(gen):
     n = 4000
     plan = erasing_plan(n, (40, 56), p=0.3, value=(0.1, 0.2, 0.3), generator=gen)
@@ -207,6 +214,7 @@ def test_erasing_p_and_values(gen):
     assert noise.has_fill
 
 
+@each_sampler
 def test_erasing_gives_up_when_nothing_fits(gen):
     # a 2x2 image admits no box with h < 2, w < 2 and area >= 0.9 * 4: every attempt fails
     plan = erasing_plan(64, (2, 2), p=1.0, scale=(0.9, 1.0), generator=gen)

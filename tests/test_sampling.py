@@ -23,6 +23,9 @@ BETA_CDFS = {
     2.0: lambda x: 3 * x ** 2 - 2 * x ** 3,
 }
 
+# every distribution here must hold for the host sampler and for the fused Triton one
+pytestmark = pytest.mark.usefixtures("each_sampler")
+
 
 @pytest.mark.parametrize("alpha", sorted(BETA_CDFS))
 def test_sample_beta_matches_beta_cdf(alpha, gen):
