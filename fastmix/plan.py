@@ -113,6 +113,11 @@ class Plan:
         """The partner permutation as cycles: the order in which an in-place pass must walk."""
         return cycles_of(self.partner, self.pairing)
 
+    @functools.cached_property
+    def segments(self) -> torch.Tensor:
+        """:meth:`Cycles.segments` of :attr:`cycles` (what the kernels walk for a ``"perm"`` partner)."""
+        return self.cycles.segments()
+
     def to(self, device: DeviceLike) -> "Plan":
         def move(t):
             return None if t is None else t.to(device)
@@ -204,6 +209,12 @@ def self_partner(batch_size: int, device: DeviceLike = None) -> tuple[torch.Tens
     return partner, _closed_form(SELF, partner)
 
 
+# No program walks more than SEGMENT rows in a row: longer cycles (torchvision's roll is one cycle
+# of the whole batch; a random permutation's longest is about 0.62 B) are split into segments
+# walked in parallel (kernels/blend.py hands each segment's first row over to its reader).
+SEGMENT = 16
+
+
 @dataclass(frozen=True)
 class Cycles:
     """The partner permutation decomposed into cycles, for a one-pass in-place blend.
@@ -216,6 +227,41 @@ class Cycles:
 
     walk: torch.Tensor         # (B,) int32
     cycle_start: torch.Tensor  # (B + 1,) int32
+
+    def segments(self, length: int = SEGMENT) -> torch.Tensor:
+        """The cycles cut into segments of at most ``length`` walk positions, as a ``(4, B + 1)``
+        int32 table, on the device (no host round trip):
+
+        - row 0, the segment starts: segment ``j`` is ``walk[start[j]:start[j+1]]`` (unused: B);
+        - row 1, the walk position the segment's last row reads: the next segment's first row, or
+          its cycle's first (then the whole cycle is this one segment);
+        - row 2, the segment that owns that position (``j`` itself for a whole cycle);
+        - row 3, the segment's slot among the segments of longer cycles, which hand their first
+          row over to their reader (``kernels/blend.py``); fewer than ``2 B / length + 1`` of them.
+        """
+        n = self.walk.shape[0]
+        device = self.walk.device
+        if n == 0:
+            return torch.zeros(4, 1, dtype=torch.int32, device=device)
+        positions = torch.arange(n, device=device)
+        starts = self.cycle_start.long()
+        is_start = torch.zeros(n + 1, dtype=torch.long, device=device).scatter_(0, starts, 1)[:n]
+        cycle = torch.cumsum(is_start, 0) - 1
+        is_segment = (positions - starts[cycle]) % length == 0
+        segment = torch.cumsum(is_segment.long(), 0) - 1
+        seg_start = torch.full((n + 2,), n, dtype=torch.long, device=device)
+        seg_start = seg_start.scatter(0, torch.where(is_segment, segment, n + 1), positions)[:n + 1]
+        valid = seg_start[:n] < n
+        own_cycle = cycle[seg_start[:n].clamp(max=n - 1)]
+        end = seg_start[1:]
+        closes = end == starts[own_cycle + 1]
+        nxt = torch.where(closes, starts[own_cycle], end).clamp(max=n - 1)
+        after = torch.where(valid, segment[nxt], positions)
+        hands_off = valid & (after != positions)
+        slot = torch.cumsum(hands_off.long(), 0) - 1
+        tail = positions.new_full((1,), n)
+        return torch.stack([seg_start, torch.cat([torch.where(valid, nxt, n), tail]),
+                            torch.cat([after, tail]), torch.cat([torch.where(hands_off, slot, 0), tail])]).to(torch.int32)
 
 
 def cycles_of(partner: torch.Tensor, pairing: str = PERM) -> Cycles:
@@ -364,8 +410,8 @@ class PlanArgs(NamedTuple):
     """
 
     partner: torch.Tensor                 # (B,) int64
-    walk: torch.Tensor                    # (B,) int32 cycle table, or empty (closed-form pairings)
-    cycle_start: torch.Tensor             # (B + 1,) int32, or empty
+    walk: torch.Tensor                    # (B,) int32 cycles in walk order, or empty (closed-form pairings)
+    segments: torch.Tensor                # (3, B + 1) int32 segment table (Cycles.segments), or empty
     lam_self: torch.Tensor                # (B,) float32
     lam_partner: torch.Tensor             # (B,) float32
     box: torch.Tensor                     # (B, N, 4) int32
@@ -380,8 +426,8 @@ def plan_args(plan: Plan, with_cycles: bool) -> PlanArgs:
     closed form needs them as a table; otherwise the table is left empty rather than computed."""
     pairing = plan.pairing
     if with_cycles and pairing == PERM:
-        walk, cycle_start = plan.cycles.walk, plan.cycles.cycle_start
+        walk, segments = plan.cycles.walk, plan.segments
     else:
-        walk = cycle_start = plan.partner.new_empty(0, dtype=torch.int32)
-    return PlanArgs(plan.partner, walk, cycle_start, plan.lam_self, plan.lam_partner, plan.box, plan.fill,
+        walk = segments = plan.partner.new_empty(0, dtype=torch.int32)
+    return PlanArgs(plan.partner, walk, segments, plan.lam_self, plan.lam_partner, plan.box, plan.fill,
                     plan.noise_seed, plan.spatial, pairing)

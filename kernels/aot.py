@@ -73,7 +73,7 @@ def _tool(name: str) -> str:
 
 
 # pointer arguments by name: the batch's dtype, or a fixed one
-_POINTERS = {"walk_ptr": "*i32", "cycle_start_ptr": "*i32", "lam_self_ptr": "*fp32", "lam_partner_ptr": "*fp32",
+_POINTERS = {"walk_ptr": "*i32", "seg_ptr": "*i32", "counter_ptr": "*i32", "lam_self_ptr": "*fp32", "lam_partner_ptr": "*fp32",
              "box_ptr": "*i32", "fill_ptr": "*fp32", "seed_ptr": "*i64"}
 # what the JIT infers for a 16-byte-aligned contiguous 3x224x224 batch
 _ALIGNED = ("lanes", "box_width", "stride_batch", "stride_plane", "stride_row", "sample_numel")

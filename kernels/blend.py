@@ -17,7 +17,7 @@ after it was overwritten (any permutation, in place), and no two programs touch 
   from it (the transpose of the blend).
 
 Flip, roll and identity cycles are closed forms (``WALK_FLIP``...); other permutations come as a
-table (``walk``, ``cycle_start``) from ``fastmix.plan.cycles_of``. The sample layout (planes x
+table (``walk``, ``Cycles.segments``) from ``fastmix.plan``. The sample layout (planes x
 rows x unit-stride lanes) is ``fastmix/layout.py``'s; the reference is ``fastmix/reference.py``.
 """
 from __future__ import annotations
@@ -27,7 +27,8 @@ import triton
 import triton.language as tl
 
 from . import noise
-from .walk import WALK_FLIP, WALK_ROLL, WALK_TABLE, WALKS, cycle, gated, load_split, region, tile, walk_row
+from .walk import (SEGMENT, WALK_TABLE, WALKS, dense_offsets, gated, handoff_slots, load_split, region, segment,
+                   segment_count, tile, walk_row)
 
 # fill modes (constexpr globals: the kernels read them; the launchers pass their .value)
 NO_FILL, CONST_FILL, NOISE_FILL = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
@@ -105,46 +106,59 @@ def _blend_terms(a, own, b, other, c, fill, cdt: tl.constexpr, FILL: tl.constexp
 @triton.jit
 def _blend_inplace_kernel(
     x_ptr,                                   # the batch, written in place
-    walk_ptr, cycle_start_ptr,               # cycle table (WALK_TABLE only)
+    walk_ptr, seg_ptr,                       # cycles in walk order and their segments (WALK_TABLE only)
     lam_self_ptr, lam_partner_ptr, box_ptr, fill_ptr, seed_ptr,
+    scratch_ptr, counter_ptr,                # hand-offs between segments of one cycle
     # layout (fastmix/layout.py)
     batch, planes, rows, lanes, box_width, lane_scale, channels, planes_per_channel,
     stride_batch, stride_plane, stride_row, sample_numel,
     fill_stride_batch, fill_stride_channel,
-    n_cycles, grid_cycles,                   # cycles to walk; programs along grid axis 1
+    n_segments, grid_segments, reverse,      # segments to walk; programs along grid axis 1; walk order
     BOXES: tl.constexpr, FILL: tl.constexpr, WALK: tl.constexpr, WHOLE_ROWS: tl.constexpr,
     CHANNEL_IN_LANE: tl.constexpr, VEC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
+    """In place, one segment of a cycle a program: each row blends with the next, which is loaded
+    before the row is stored. A segment of a longer cycle also *hands off*: its first row is read
+    by another segment (the one before it on the cycle), so it keeps that row's result in
+    registers, writes it to its scratch row, and arrives at the pair's counter; the reader arrives
+    after its last load. Whoever arrives second writes the row in place (the owner from registers,
+    the reader from the scratch), so the row is never overwritten before it was read. Counters
+    gain two a launch and are never reset: an odd count means "the other one has arrived"."""
     dtype: tl.constexpr = x_ptr.dtype.element_ty
     BLEND: tl.constexpr = dtype.is_floating() or dtype == tl.uint8    # else an integer mask: select
     cdt: tl.constexpr = tl.float64 if dtype == tl.float64 else tl.float32
     # -- map the program to a tile --
     plane, row0, lane0, tile_rows, tile_lanes, inside, offs = tile(rows, lanes, stride_plane, stride_row,
                                                                     BLOCK_R, BLOCK_L)
-    for j in range(tl.program_id(1), n_cycles, grid_cycles):
-        start, length = cycle(cycle_start_ptr, j, batch, WALK)
-        # -- pre-walk: a tile that no region of the cycle touches has nothing to do --
+    for step in range(tl.program_id(1), n_segments, grid_segments):
+        j = tl.where(reverse != 0, n_segments - 1 - step, step)
+        start, length, nxt_pos, after, slot = segment(seg_ptr, j, batch, WALK)
+        handoff = after != j
+        # -- pre-walk: a tile that no region of the segment touches has nothing to do --
         hit = length < 0
         for k in range(0, length):
-            row_k = walk_row(walk_ptr, start, j, k, batch, WALK)
+            row_k = walk_row(walk_ptr, j, start + k, batch, WALK)
             for n in tl.static_range(BOXES):
                 base = box_ptr + row_k * (BOXES * 4) + n * 4
                 x0 = tl.minimum(tl.load(base + 2), box_width) * lane_scale      # clip before scaling: FULL * scale overflows
                 x1 = tl.minimum(tl.load(base + 3), box_width) * lane_scale
                 hit = hit | ((tl.load(base) < row0 + BLOCK_R) & (tl.load(base + 1) > row0)
                              & (x0 < lane0 + BLOCK_L) & (x1 > lane0) & (x0 < x1))
+        row_first = walk_row(walk_ptr, j, start, batch, WALK)
+        reg_first = inside & False
+        body_first = reg_first
+        out_first = tl.zeros([BLOCK_R, BLOCK_L], dtype)
         if hit:
-            # -- the cycle's first row stays in registers for the last step (its partner) --
-            row_first = walk_row(walk_ptr, start, j, 0, batch, WALK)
             reg_first, body_first = region(box_ptr, row_first, tile_rows, tile_lanes, inside, rows, box_width,
-                                            lane_scale, BOXES, VEC, WHOLE_ROWS)
+                                           lane_scale, BOXES, VEC, WHOLE_ROWS)
             a_first = tl.load(lam_self_ptr + row_first)
             b_first = tl.load(lam_partner_ptr + row_first)
-            # needed as itself (a != 0) or as the partner of the cycle's last row (b != 0)
-            row_last = walk_row(walk_ptr, start, j, length - 1, batch, WALK)
+            # needed as itself (a != 0) or, when the segment is its whole cycle, as the partner of
+            # the last row (b != 0); a handed-off first row is read by its reader itself
+            row_last = walk_row(walk_ptr, j, start + length - 1, batch, WALK)
             reg_last, body_last = region(box_ptr, row_last, tile_rows, tile_lanes, inside, rows, box_width,
-                                          lane_scale, BOXES, VEC, WHOLE_ROWS)
-            b_last = tl.load(lam_partner_ptr + row_last)
+                                         lane_scale, BOXES, VEC, WHOLE_ROWS)
+            b_last = tl.where(handoff, 0.0, tl.load(lam_partner_ptr + row_last))
             ptr_first = x_ptr + row_first.to(tl.int64) * stride_batch + offs
             body = gated(body_first, a_first) | gated(body_last, b_last)
             if WHOLE_ROWS:
@@ -152,25 +166,28 @@ def _blend_inplace_kernel(
             else:
                 need = gated(reg_first, a_first) | gated(reg_last, b_last)
                 first = load_split(ptr_first, body, need & ~body)
-            # -- walk the cycle: load the next row, blend this one, store it --
+            # -- walk the segment: load the next row, blend this one, store it --
             cur, row, reg, body, a, b = first, row_first, reg_first, body_first, a_first, b_first
             for m in range(0, length):
-                k_next = (m + 1) % length
-                row_n = walk_row(walk_ptr, start, j, k_next, batch, WALK)
+                own_next = m + 1 < length
+                position = tl.where(own_next, start + m + 1, tl.where(handoff, nxt_pos, start))
+                row_n = walk_row(walk_ptr, j, position, batch, WALK)
                 reg_n, body_n = region(box_ptr, row_n, tile_rows, tile_lanes, inside, rows, box_width, lane_scale,
-                                        BOXES, VEC, WHOLE_ROWS)
+                                       BOXES, VEC, WHOLE_ROWS)
                 a_n = tl.load(lam_self_ptr + row_n)
                 b_n = tl.load(lam_partner_ptr + row_n)
-                more = m + 1 < length
-                # the next row is read once: as itself (a_n != 0) and as this row's partner (b != 0)
+                # the next row is read once: as itself (a_n != 0, when it is this segment's) and as
+                # this row's partner (b != 0); the whole cycle's wrap reads the first row's registers
+                from_memory = own_next | handoff
+                a_own = tl.where(own_next, a_n, 0.0)
                 ptr_n = x_ptr + row_n.to(tl.int64) * stride_batch + offs
-                body_need = (gated(body_n, a_n) | gated(body, b)) & more
+                body_need = (gated(body_n, a_own) | gated(body, b)) & from_memory
                 if WHOLE_ROWS:
                     nxt = tl.load(ptr_n, mask=body_need)
                 else:
-                    need = (gated(reg_n, a_n) | gated(reg, b)) & more
+                    need = (gated(reg_n, a_own) | gated(reg, b)) & from_memory
                     nxt = load_split(ptr_n, body_need, need & ~body_need)
-                nxt = tl.where(m + 1 == length, first, nxt)
+                nxt = tl.where(from_memory, nxt, first)
                 c = 1.0 - a - b
                 if FILL != NO_FILL:
                     fill = _fill(fill_ptr, seed_ptr, row, plane, tile_rows, tile_lanes, gated(reg, c), planes, rows,
@@ -186,12 +203,41 @@ def _blend_inplace_kernel(
                     else:
                         filled = cur
                     out = tl.where(gated(reg, b), nxt, tl.where(tl.where(a == 0.0, reg, False), filled, cur))
-                # -- write back: the vectorisable body, then the ragged edges --
+                # -- write back: the vectorisable body, then the ragged edges (a handed-off first
+                #    row waits in registers) --
+                keep = (m > 0) | ~handoff
+                out_first = tl.where(m == 0, out, out_first)
                 ptr_out = x_ptr + row.to(tl.int64) * stride_batch + offs
-                tl.store(ptr_out, out, mask=body)
+                tl.store(ptr_out, out, mask=body & keep)
                 if not WHOLE_ROWS:
-                    tl.store(ptr_out, out, mask=reg & ~body)
+                    tl.store(ptr_out, out, mask=reg & ~body & keep)
                 cur, row, reg, body, a, b = nxt, row_n, reg_n, body_n, a_n, b_n
+        # -- hand-offs: every program of a longer cycle's segment arrives, work or not --
+        # the segment's scalars again, rather than kept live through the walk (ptxas spills them)
+        j = tl.where(reverse != 0, n_segments - 1 - step, step)
+        start, length, nxt_pos, after, slot = segment(seg_ptr, j, batch, WALK)
+        if after != j:
+            row_first = walk_row(walk_ptr, j, start, batch, WALK)
+            scratch_offs = dense_offsets(plane, tile_rows, tile_lanes, rows, lanes)
+            counters = counter_ptr + tl.program_id(0)
+            tl.store(scratch_ptr + slot.to(tl.int64) * sample_numel + scratch_offs, out_first, mask=reg_first)
+            tl.debug_barrier()                                        # this tile's loads and stores are done
+            mine = tl.atomic_add(counters + slot * tl.num_programs(0), 1, sem="acq_rel")
+            if mine % 2 == 1:                                         # the reader has read the original
+                tl.store(x_ptr + row_first.to(tl.int64) * stride_batch + offs, out_first, mask=reg_first)
+            if WALK == WALK_TABLE:
+                reader_slot = tl.load(seg_ptr + 3 * (batch + 1) + after)
+            else:
+                reader_slot = after
+            reader_slot = tl.minimum(tl.maximum(reader_slot, 0), 2 * tl.cdiv(batch, SEGMENT))
+            theirs = tl.atomic_add(counters + reader_slot * tl.num_programs(0), 1, sem="acq_rel")
+            if theirs % 2 == 1:                                       # the owner has left its result
+                row_after = walk_row(walk_ptr, j, nxt_pos, batch, WALK)
+                reg_after, _ = region(box_ptr, row_after, tile_rows, tile_lanes, inside, rows, box_width,
+                                      lane_scale, BOXES, VEC, WHOLE_ROWS)
+                handed = tl.load(scratch_ptr + reader_slot.to(tl.int64) * sample_numel + scratch_offs,
+                                 mask=reg_after, cache_modifier=".cg")
+                tl.store(x_ptr + row_after.to(tl.int64) * stride_batch + offs, handed, mask=reg_after)
 
 
 # --------------------------------------------------------------------------------------------
@@ -201,30 +247,30 @@ def _blend_inplace_kernel(
 @triton.jit
 def _blend_out_kernel(
     src_ptr, dst_ptr,
-    walk_ptr, cycle_start_ptr, lam_self_ptr, lam_partner_ptr, box_ptr, fill_ptr, seed_ptr,
+    walk_ptr, seg_ptr, lam_self_ptr, lam_partner_ptr, box_ptr, fill_ptr, seed_ptr,
     batch, planes, rows, lanes, box_width, lane_scale, channels, planes_per_channel,
     stride_batch, stride_plane, stride_row, sample_numel,
     fill_stride_batch, fill_stride_channel,
-    n_cycles, grid_cycles,
+    n_segments, grid_segments,
     BOXES: tl.constexpr, FILL: tl.constexpr, WALK: tl.constexpr, WHOLE_ROWS: tl.constexpr,
     CHANNEL_IN_LANE: tl.constexpr, VEC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
+    """Out of place, one segment a program: every element of each row written, its region blended
+    with the next row (read from the unchanged source, so segments need no hand-off)."""
     dtype: tl.constexpr = dst_ptr.dtype.element_ty
     cdt: tl.constexpr = tl.float64 if dtype == tl.float64 else tl.float32
     plane, row0, lane0, tile_rows, tile_lanes, inside, offs = tile(rows, lanes, stride_plane, stride_row,
                                                                     BLOCK_R, BLOCK_L)
-    for j in range(tl.program_id(1), n_cycles, grid_cycles):
-        start, length = cycle(cycle_start_ptr, j, batch, WALK)
-        row = walk_row(walk_ptr, start, j, 0, batch, WALK)      # an empty table slot (length 0) is not read
-        first = tl.load(src_ptr + row.to(tl.int64) * stride_batch + offs, mask=inside & (length > 0))
-        cur = first
+    for j in range(tl.program_id(1), n_segments, grid_segments):
+        start, length, nxt_pos, after, unused_slot = segment(seg_ptr, j, batch, WALK)
+        row = walk_row(walk_ptr, j, start, batch, WALK)
+        cur = tl.load(src_ptr + row.to(tl.int64) * stride_batch + offs, mask=inside & (length > 0))
         for m in range(0, length):
-            # -- every element of the row: its region blended, the rest copied --
-            row_n = walk_row(walk_ptr, start, j, (m + 1) % length, batch, WALK)
-            nxt = tl.load(src_ptr + row_n.to(tl.int64) * stride_batch + offs, mask=inside & (m + 1 < length))
-            nxt = tl.where(m + 1 == length, first, nxt)
+            position = tl.where(m + 1 < length, start + m + 1, tl.where(after != j, nxt_pos, start))
+            row_n = walk_row(walk_ptr, j, position, batch, WALK)
+            nxt = tl.load(src_ptr + row_n.to(tl.int64) * stride_batch + offs, mask=inside)
             reg, _ = region(box_ptr, row, tile_rows, tile_lanes, inside, rows, box_width, lane_scale, BOXES, VEC,
-                             WHOLE_ROWS)
+                            WHOLE_ROWS)
             a = tl.load(lam_self_ptr + row)
             b = tl.load(lam_partner_ptr + row)
             c = 1.0 - a - b
@@ -242,39 +288,39 @@ def _blend_out_kernel(
 @triton.jit
 def _blend_grad_kernel(
     grad_ptr, dst_ptr,
-    walk_ptr, cycle_start_ptr, lam_self_ptr, lam_partner_ptr, box_ptr,
+    walk_ptr, seg_ptr, lam_self_ptr, lam_partner_ptr, box_ptr,
     batch, rows, lanes, box_width, lane_scale,
     stride_batch, stride_plane, stride_row,
-    n_cycles, grid_cycles,
+    n_segments, grid_segments,
     BOXES: tl.constexpr, WALK: tl.constexpr, WHOLE_ROWS: tl.constexpr, VEC: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    """``dx[row] = g[row] * (a inside / 1 outside) + b_s * g[s]`` inside the region of ``s``, the row
-    that draws from ``row`` (its predecessor on the cycle: the walk goes backwards)."""
+    """``dx[p] = g[p] * (a_p inside p's region, 1 outside) + b_r * g[r]`` inside the region of
+    ``r``, the row whose partner is ``p``: walking a segment forwards, each step finishes the next
+    row's gradient from this row's (every row is exactly one row's next)."""
     dtype: tl.constexpr = dst_ptr.dtype.element_ty
     cdt: tl.constexpr = tl.float64 if dtype == tl.float64 else tl.float32
     plane, row0, lane0, tile_rows, tile_lanes, inside, offs = tile(rows, lanes, stride_plane, stride_row,
                                                                     BLOCK_R, BLOCK_L)
-    for j in range(tl.program_id(1), n_cycles, grid_cycles):
-        start, length = cycle(cycle_start_ptr, j, batch, WALK)
-        row = walk_row(walk_ptr, start, j, 0, batch, WALK)
-        first = tl.load(grad_ptr + row.to(tl.int64) * stride_batch + offs, mask=inside & (length > 0))
-        cur = first
+    for j in range(tl.program_id(1), n_segments, grid_segments):
+        start, length, nxt_pos, after, unused_slot = segment(seg_ptr, j, batch, WALK)
+        row = walk_row(walk_ptr, j, start, batch, WALK)
+        cur = tl.load(grad_ptr + row.to(tl.int64) * stride_batch + offs, mask=inside & (length > 0))
         for m in range(0, length):
-            row_s = walk_row(walk_ptr, start, j, (length - (m + 1)) % length, batch, WALK)   # the sender
-            sent = tl.load(grad_ptr + row_s.to(tl.int64) * stride_batch + offs, mask=inside & (m + 1 < length))
-            sent = tl.where(m + 1 == length, first, sent)
+            position = tl.where(m + 1 < length, start + m + 1, tl.where(after != j, nxt_pos, start))
+            row_n = walk_row(walk_ptr, j, position, batch, WALK)
+            nxt = tl.load(grad_ptr + row_n.to(tl.int64) * stride_batch + offs, mask=inside)
             reg, _ = region(box_ptr, row, tile_rows, tile_lanes, inside, rows, box_width, lane_scale, BOXES, VEC,
-                             WHOLE_ROWS)
-            reg_s, _ = region(box_ptr, row_s, tile_rows, tile_lanes, inside, rows, box_width, lane_scale, BOXES,
-                               VEC, WHOLE_ROWS)
-            a = tl.load(lam_self_ptr + row)
-            b_s = tl.load(lam_partner_ptr + row_s)
-            own = cur.to(cdt)
-            val = tl.where(reg, tl.where(a != 0.0, a.to(cdt) * own, 0.0), own)
-            val += tl.where(gated(reg_s, b_s), b_s.to(cdt) * sent.to(cdt), 0.0)
-            tl.store(dst_ptr + row.to(tl.int64) * stride_batch + offs, _to_storage(val, dtype), mask=inside)
-            cur, row = sent, row_s
+                            WHOLE_ROWS)
+            reg_n, _ = region(box_ptr, row_n, tile_rows, tile_lanes, inside, rows, box_width, lane_scale, BOXES,
+                              VEC, WHOLE_ROWS)
+            a_n = tl.load(lam_self_ptr + row_n)
+            b = tl.load(lam_partner_ptr + row)
+            own = nxt.to(cdt)
+            val = tl.where(reg_n, tl.where(a_n != 0.0, a_n.to(cdt) * own, 0.0), own)
+            val += tl.where(gated(reg, b), b.to(cdt) * cur.to(cdt), 0.0)
+            tl.store(dst_ptr + row_n.to(tl.int64) * stride_batch + offs, _to_storage(val, dtype), mask=inside)
+            cur, row = nxt, row_n
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,27 +361,66 @@ def _fill_args(args, like):
     return NO_FILL.value, like, like, 0, 0
 
 
+# walk the segments in reverse order (tests: under the interpreter, programs run one after the
+# other, so this is how the owner-arrives-first side of a hand-off is exercised)
+REVERSE_SEGMENTS = False
+_counters: dict = {}
+
+
+def _handoff_buffers(x, layout, walk: int, tiles: int):
+    """(scratch, counters) for the hand-offs: scratch rows are allocated per call (the caching
+    allocator: no launch); counters persist per device and stream, zeroed once, because every
+    launch leaves each counter two higher (even) and never needs them reset."""
+    slots = handoff_slots(walk, layout.batch)
+    if slots == 0:
+        return x, _no_counters(x.device)
+    if layout.sample_numel >= 2**31:
+        raise ValueError(f"x: samples of {layout.sample_numel} elements (2**31 or more) are not supported in place "
+                         f"with this pairing")
+    scratch = torch.empty(slots * layout.sample_numel, dtype=x.dtype, device=x.device)
+    stream = torch.cuda.current_stream(x.device).stream_id if x.device.type == "cuda" else 0
+    key = (x.device, stream)
+    needed = slots * tiles
+    counters = _counters.get(key)
+    if counters is None or counters.numel() < needed:
+        counters = _counters[key] = torch.zeros(max(needed, 2 * (0 if counters is None else counters.numel())),
+                                                dtype=torch.int32, device=x.device)
+    return scratch, counters
+
+
+def _no_counters(device):
+    key = (device, "none")
+    if key not in _counters:
+        _counters[key] = torch.zeros(1, dtype=torch.int32, device=device)
+    return _counters[key]
+
+
 def _walk_args(layout, args, element_size: int):
     """Grid and the walk's arguments and constexprs, shared by the three launchers."""
     block_r, block_l, num_warps = tile_shape(layout, element_size)
     walk = WALKS.get(args.pairing, WALK_TABLE.value)
-    n_cycles = {WALK_FLIP.value: (layout.batch + 1) // 2, WALK_ROLL.value: 1}.get(walk, layout.batch)
+    n_segments = segment_count(walk, layout.batch)
     tiles = layout.planes * triton.cdiv(layout.rows, block_r) * triton.cdiv(layout.lanes, block_l)
-    grid = (tiles, min(n_cycles, MAX_GRID_Y))
+    grid = (tiles, min(n_segments, MAX_GRID_Y))
     meta = dict(BOXES=args.box.shape[1], WALK=walk, WHOLE_ROWS=not args.spatial, VEC=max(1, 16 // element_size),
                 BLOCK_R=block_r, BLOCK_L=block_l, num_warps=num_warps)
-    return grid, n_cycles, meta
+    return grid, n_segments, meta
 
 
 def _launch_blend(kernel, src, dst, layout, args) -> None:
-    grid, n_cycles, meta = _walk_args(layout, args, src.element_size())
+    grid, n_segments, meta = _walk_args(layout, args, src.element_size())
     fill_mode, fill, seed, fill_stride_batch, fill_stride_channel = _fill_args(args, args.lam_self)
+    in_place = src is dst
+    extra = ()
+    if in_place:
+        scratch, counters = _handoff_buffers(src, layout, meta["WALK"], grid[0])
+        extra = (scratch, counters)
     kernel[grid](
-        *((src,) if src is dst else (src, dst)), args.walk, args.cycle_start, args.lam_self, args.lam_partner,
-        args.box, fill, seed,
+        *((src,) if in_place else (src, dst)), args.walk, args.segments, args.lam_self, args.lam_partner,
+        args.box, fill, seed, *extra,
         layout.batch, layout.planes, layout.rows, layout.lanes, layout.width, layout.lane_scale, layout.channels,
         layout.planes_per_channel, layout.stride_batch, layout.stride_plane, layout.stride_row, layout.sample_numel,
-        fill_stride_batch, fill_stride_channel, n_cycles, grid[1],
+        fill_stride_batch, fill_stride_channel, n_segments, grid[1], *((int(REVERSE_SEGMENTS),) if in_place else ()),
         FILL=fill_mode, CHANNEL_IN_LANE=layout.channel_in_lane, **meta,
     )
 
@@ -344,7 +429,7 @@ def blend_(x, layout, args) -> None:
     """Apply the plan to ``x`` in place, touching only region pixels (one launch).
 
     ``args.pairing`` names a closed-form partner permutation ("flip", "roll", "self") or "perm"
-    (then ``args.walk``/``args.cycle_start`` hold the cycles); without boxes (``args.spatial``
+    (then ``args.walk``/``args.segments`` hold the cycles); without boxes (``args.spatial``
     False) every region is a whole sample or empty, which skips all per-pixel region tests.
     """
     if layout.batch and layout.sample_numel:
@@ -364,10 +449,10 @@ def blend_grad(grad, layout, args):
     out = torch.empty_like(grad)
     if not (layout.batch and layout.sample_numel):
         return out
-    grid, n_cycles, meta = _walk_args(layout, args, grad.element_size())
+    grid, n_segments, meta = _walk_args(layout, args, grad.element_size())
     _blend_grad_kernel[grid](
-        grad, out, args.walk, args.cycle_start, args.lam_self, args.lam_partner, args.box,
+        grad, out, args.walk, args.segments, args.lam_self, args.lam_partner, args.box,
         layout.batch, layout.rows, layout.lanes, layout.width, layout.lane_scale,
-        layout.stride_batch, layout.stride_plane, layout.stride_row, n_cycles, grid[1], **meta,
+        layout.stride_batch, layout.stride_plane, layout.stride_row, n_segments, grid[1], **meta,
     )
     return out

@@ -69,6 +69,28 @@ class Traffic:
         addrs, _, size = self._cat(self._stores)
         return int(addrs.size - np.unique(addrs).size) * size
 
+    def longest_walk(self, tensor) -> int:
+        """The most samples (rows of dim 0) of ``tensor`` that any one program loaded or stored:
+        how long a chain of rows a program walks in a row."""
+        records = self._loads + self._stores
+        if not records:
+            return 0
+        addrs, progs, _ = self._cat(records)
+        base, row_bytes = tensor.data_ptr(), tensor.stride(0) * tensor.element_size()
+        mine = (addrs >= base) & (addrs < base + tensor.untyped_storage().nbytes())
+        pairs = np.unique(np.stack([progs[mine], (addrs[mine] - base) // row_bytes], 1), axis=0)
+        return int(np.unique(pairs[:, 0], return_counts=True)[1].max()) if len(pairs) else 0
+
+    def shared_addresses(self) -> np.ndarray:
+        """Addresses written by one program and loaded or stored by another."""
+        s_addr, s_prog, _ = self._cat(self._stores)
+        if s_addr.size == 0:
+            return s_addr
+        l_addr, l_prog, _ = self._cat(self._loads)
+        pairs = np.unique(np.stack([np.concatenate([s_addr, l_addr]), np.concatenate([s_prog, l_prog])], 1), axis=0)
+        touched_by, counts = np.unique(pairs[:, 0], return_counts=True)
+        return touched_by[(counts > 1) & np.isin(touched_by, s_addr)]
+
     @property
     def shared_bytes(self) -> int:
         """Bytes written by one program and loaded or stored by another: races on a GPU."""

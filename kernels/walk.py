@@ -2,17 +2,21 @@
 which pixels of a row lie in the row's region. Shared by the kernels of ``kernels/blend.py``.
 
 One program owns one tile (a block of rows x lanes of one plane, the same in every sample) of one
-cycle. Flip, roll and identity cycles are closed forms (``WALK_FLIP``...); other permutations come
-as a table (``walk``, ``cycle_start``) from ``fastmix.plan.cycles_of``, every entry of which is
-clamped into the batch before it is used as an address.
+*segment*: at most ``SEGMENT`` consecutive rows of a cycle of the partner permutation. Flip, roll
+and identity cycles are closed forms (``WALK_FLIP``...); other permutations come as a table
+(``walk``, ``Cycles.segments``) from ``fastmix.plan``, every entry of which is clamped into the
+batch before it is used as an address.
 """
 import triton
 import triton.language as tl
+
+from fastmix.plan import SEGMENT as _SEGMENT
 
 # how a program finds the rows of its cycle (constexpr globals: the kernels read them, the
 # launchers pass their .value)
 WALK_TABLE, WALK_FLIP, WALK_ROLL, WALK_SELF = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2), tl.constexpr(3)
 WALKS = {"flip": WALK_FLIP.value, "roll": WALK_ROLL.value, "self": WALK_SELF.value}   # Plan.pairing; "perm": table
+SEGMENT = tl.constexpr(_SEGMENT)   # most rows a program walks in a row
 
 
 @triton.jit
@@ -34,36 +38,73 @@ def tile(rows, lanes, stride_plane, stride_row, BLOCK_R: tl.constexpr, BLOCK_L: 
 
 
 @triton.jit
-def cycle(cycle_start_ptr, j, batch, WALK: tl.constexpr):
-    """(start in the table, length) of cycle ``j``."""
-    if WALK == WALK_TABLE:
-        start = tl.load(cycle_start_ptr + j)
-        length = tl.load(cycle_start_ptr + j + 1) - start
-    elif WALK == WALK_FLIP:     # cycle j is (j, B-1-j); the middle of an odd batch is alone
-        start = 0
-        length = tl.where(2 * j + 1 < batch, 2, 1)
-    elif WALK == WALK_ROLL:     # one cycle of every row
-        start = 0
-        length = batch + j * 0
-    else:
-        start = 0
-        length = 1 + j * 0
-    return start, length
+def dense_offsets(plane, tile_rows, tile_lanes, rows, lanes):
+    """The tile's element offsets in a dense ``planes x rows x lanes`` sample (the hand-off scratch),
+    in int32: one sample has fewer than 2**31 elements (the launcher checks)."""
+    return (plane * rows + tile_rows) * lanes + tile_lanes
 
 
 @triton.jit
-def walk_row(walk_ptr, start, j, k, batch, WALK: tl.constexpr):
-    """Row at position ``k`` of cycle ``j``."""
+def segment(seg_ptr, j, batch, WALK: tl.constexpr):
+    """``(start, length, next, after, slot)`` of segment ``j``: walk positions ``start`` to
+    ``start + length - 1``, the position its last row reads (``next``), the segment that owns it
+    (``after``; ``j`` when the segment is a whole cycle, whose last row reads its own first) and its
+    hand-off slot. Flip pairs and self-cycles are whole cycles; torchvision's roll is one cycle of
+    every row in segments of ``SEGMENT``; any other permutation reads ``Cycles.segments``' table,
+    every entry clamped into the batch."""
+    if WALK == WALK_TABLE:
+        stride = batch + 1
+        start = tl.minimum(tl.maximum(tl.load(seg_ptr + j), 0), batch)
+        length = tl.minimum(tl.maximum(tl.load(seg_ptr + j + 1), start), batch) - start
+        nxt = tl.minimum(tl.maximum(tl.load(seg_ptr + stride + j), 0), batch - 1)
+        after = tl.minimum(tl.maximum(tl.load(seg_ptr + 2 * stride + j), 0), batch - 1)
+        slot = tl.minimum(tl.maximum(tl.load(seg_ptr + 3 * stride + j), 0), 2 * tl.cdiv(batch, SEGMENT))
+    elif WALK == WALK_ROLL:
+        count = tl.cdiv(batch, SEGMENT)
+        start = j * SEGMENT
+        length = tl.minimum(SEGMENT, batch - start)
+        nxt = ((j + 1) % count) * SEGMENT
+        after = (j + 1) % count
+        slot = j
+    else:                       # flip: cycle j is (j, B-1-j), the middle of an odd batch alone; self
+        start = j * 0
+        if WALK == WALK_FLIP:
+            length = tl.where(2 * j + 1 < batch, 2, 1)
+        else:
+            length = 1 + j * 0
+        nxt = start
+        after = j
+        slot = start
+    return start, length, nxt, after, slot
+
+
+@triton.jit
+def walk_row(walk_ptr, j, position, batch, WALK: tl.constexpr):
+    """The row at walk ``position`` (within cycle ``j`` for flip pairs and self-cycles)."""
     if WALK == WALK_FLIP:
-        return tl.where(k == 0, j, batch - 1 - j)
+        return tl.where(position == 0, j, batch - 1 - j)
     elif WALK == WALK_ROLL:     # the single cycle 0, B-1, B-2, ..., 1
-        return (batch - k) % batch
+        return (batch - position) % batch
     elif WALK == WALK_SELF:
-        return j + k * 0
+        return j + position * 0
     else:
         # clamped twice: no table, however built, makes the walk address memory outside the batch
-        slot = tl.minimum(tl.maximum(start + k, 0), batch - 1)
+        slot = tl.minimum(tl.maximum(position, 0), batch - 1)
         return tl.minimum(tl.maximum(tl.load(walk_ptr + slot), 0), batch - 1)
+
+
+def segment_count(walk: int, batch: int) -> int:
+    """How many segments the walk has (an upper bound for a table): grid axis 1."""
+    return {WALK_FLIP.value: (batch + 1) // 2, WALK_ROLL.value: triton.cdiv(batch, SEGMENT.value)}.get(walk, batch)
+
+
+def handoff_slots(walk: int, batch: int) -> int:
+    """Segments that may hand their first row over (scratch rows and counters to allocate)."""
+    if walk == WALK_ROLL.value:
+        return triton.cdiv(batch, SEGMENT.value) if batch > SEGMENT.value else 0
+    if walk == WALK_TABLE.value:
+        return 2 * triton.cdiv(batch, SEGMENT.value) + 1
+    return 0
 
 
 @triton.jit

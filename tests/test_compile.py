@@ -31,7 +31,8 @@ def test_every_kernel_compiles_for_sm80_and_sm90(reports):
     assert {r["arch"] for r in rows} == {80, 90}
     kernels = {r["kernel"] for r in rows}
     assert {"blend_inplace", "blend_out", "blend_grad", "erase_const", "erase_noise", "mask_select",
-            "targets_index", "targets_soft"} <= kernels
+            "targets_index", "targets_soft", "sample_mixup", "sample_mixup_targets", "sample_cutout",
+            "sample_erasing"} <= kernels
     assert "blend_inplace" in proc.stdout, "the table was not printed"
 
 
