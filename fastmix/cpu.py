@@ -89,25 +89,31 @@ class Facts:
 
     @classmethod
     def of(cls, args: PlanArgs, lay: Layout) -> "Facts":
-        box = args.box.numpy().astype(np.int64)
-        y0, y1 = np.clip(box[..., 0], 0, lay.rows), np.clip(box[..., 1], 0, lay.rows)
-        x0, x1 = (np.clip(box[..., k], 0, lay.width) * lay.lane_scale for k in (2, 3))
-        boxes = np.stack([y0, y1, x0, x1], -1)
-        live_box = (y0 < y1) & (x0 < x1)
+        # a few whole-array numpy operations: on small batches a step is bound by their count
+        boxes = np.minimum(np.maximum(args.box.numpy(), 0),
+                           np.array([lay.rows, lay.rows, lay.width, lay.width], dtype=np.int32)).astype(np.int64)
+        if lay.lane_scale != 1:
+            boxes[..., 2:] *= lay.lane_scale
+        live_box = (boxes[..., 0] < boxes[..., 1]) & (boxes[..., 2] < boxes[..., 3])
         live = live_box.any(1)
         a, b = args.lam_self.numpy().astype(np.float64), args.lam_partner.numpy().astype(np.float64)
         partner = args.partner.numpy()
-        if live.any():
-            extent = (int(y0[live_box].min()), int(y1[live_box].max()), int(x0[live_box].min()),
-                      int(x1[live_box].max()))
+        if not live.any():
+            return cls(partner, a, b, boxes, live, (0, 0, 0, 0), True, False, "", True)
+        if live.all() and boxes.shape[1] == 1 and (boxes[:, 0] == boxes[0, 0]).all():
+            extent, uniform = tuple(int(v) for v in boxes[0, 0]), True      # one region for every row
         else:
-            extent = (0, 0, 0, 0)
-        uniform = box.shape[1] == 1 and bool((boxes[live, 0] == extent).all())
-        draws = bool((live & (b != 0) & (partner != np.arange(len(partner)))).any())
+            big = np.iinfo(np.int64).max
+            starts = np.where(live_box[..., None], boxes[..., 0::2], big).reshape(-1, 2).min(0)
+            ends = np.where(live_box[..., None], boxes[..., 1::2], -1).reshape(-1, 2).max(0)
+            extent = (int(starts[0]), int(ends[0]), int(starts[1]), int(ends[1]))
+            uniform = boxes.shape[1] == 1 and bool((boxes[live, 0] == extent).all())
+        b_live, a_live = b[live], a[live]
+        draws = bool(((b_live != 0) & (partner[live] != np.flatnonzero(live))).any())
         has_fill = args.fill is not None or args.noise_seed is not None
-        lerp = ("partner" if not has_fill and bool((a + b == 1)[live].all()) else
-                "fill" if has_fill and bool((b == 0)[live].all()) else "")
-        return cls(partner, a, b, boxes, live, extent, uniform, draws, lerp, bool(((b >= 0) & (b <= 1))[live].all()))
+        lerp = ("partner" if not has_fill and bool((a_live + b_live == 1).all()) else
+                "fill" if has_fill and bool((b_live == 0).all()) else "")
+        return cls(partner, a, b, boxes, live, extent, uniform, draws, lerp, bool(((b_live >= 0) & (b_live <= 1)).all()))
 
     def numel(self, lay: Layout) -> int:
         y0, y1, x0, x1 = self.extent

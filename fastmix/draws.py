@@ -123,27 +123,32 @@ def cos_2pi(u, ops):
 
 
 def log_gamma(u, alpha, ops):
-    """log of a Gamma(alpha) draw from ``GAMMA_UNIFORMS`` uniforms ``u[..., k]`` (float64)."""
+    """log of Gamma(alpha) draws, one per row of ``u[..., :GAMMA_UNIFORMS]`` (float64; ``alpha``
+    broadcasts against ``u[..., 0]``). Vectorised over the tries: a few dozen array operations
+    whatever the number of draws (the CPU path's sampler is bound by the count of operations)."""
     d = u[..., 0] * 0.0 + alpha + TWO_THIRDS      # Marsaglia-Tsang on Gamma(alpha + 1), as an array
     c = 1.0 / ops.sqrt(9.0 * d)
-    normals = []
-    for k in range(0, GAMMA_TRIES, 2):            # Box-Muller: two normals from two uniforms
-        radius = ops.sqrt(-2.0 * ops.log(1.0 - u[..., k]))
-        normals += [radius * cos_2pi(u[..., k + 1], ops), radius * cos_2pi(u[..., k + 1] - 0.25, ops)]
-    chosen, found = d * 0.0 + 1.0, d < 0.0
-    for k, z in enumerate(normals):
-        t = 1.0 + c * z
-        v = t * t * t                              # not ** 3: every backend multiplies the same way
-        safe = ops.where(v > 0.0, v, 1.0)
-        accept = (v > 0.0) & (ops.log(1.0 - u[..., GAMMA_TRIES + k]) < 0.5 * z * z + d - d * safe + d * ops.log(safe))
-        chosen = ops.where(accept & ~found, safe, chosen)
-        found = found | accept
+    # Box-Muller: uniforms (0, 1) give the normals r0 cos, r0 sin, and (2, 3) the next two
+    radius = ops.sqrt(-2.0 * ops.log(1.0 - u[..., 0:GAMMA_TRIES:2]))
+    angle = u[..., 1:GAMMA_TRIES:2]
+    z = (ops.stack([radius, radius], -1) * cos_2pi(ops.stack([angle, angle - 0.25], -1), ops))
+    z = z.reshape(z.shape[:-2] + (GAMMA_TRIES,))
+    t = 1.0 + c[..., None] * z
+    v = t * t * t                                  # not ** 3: every backend multiplies the same way
+    safe = ops.where(v > 0.0, v, 1.0)
+    test = ops.log(1.0 - u[..., GAMMA_TRIES:2 * GAMMA_TRIES])
+    dd = d[..., None]
+    accept = (v > 0.0) & (test < 0.5 * z * z + dd - dd * safe + dd * ops.log(safe))
+    chosen = d * 0.0 + 1.0                         # no try accepted (p < 6e-6): the proposal's mode
+    for k in range(GAMMA_TRIES - 1, -1, -1):       # the first accepted try wins
+        chosen = ops.where(accept[..., k], safe[..., k], chosen)
     return ops.log(d) + ops.log(chosen) + ops.log(1.0 - u[..., 2 * GAMMA_TRIES]) / alpha
 
 
 def beta(u_a, u_b, alpha, ops):
     """Beta(alpha, alpha) as sigmoid(log G_a - log G_b), float64."""
-    return 1.0 / (1.0 + ops.exp(log_gamma(u_b, alpha, ops) - log_gamma(u_a, alpha, ops)))
+    lg = log_gamma(ops.stack([u_a, u_b], -2), alpha[..., None] if hasattr(alpha, "shape") else alpha, ops)
+    return 1.0 / (1.0 + ops.exp(lg[..., 1] - lg[..., 0]))
 
 
 def on_grid(lam, ops):
@@ -192,28 +197,33 @@ def mixup_rows(spec, u, batch: int, size: Optional[tuple], prob: float, offset: 
         box = _cut_box(spec, lam, u[:, MIX_BOX:MIX_BOX + 4], height, width, ops)
         kept = 1.0 - ((box[1] - box[0]) * (box[3] - box[2])) / float(height * width)
         label_cut = kept if (spec.correct_lam or spec.cutmix_minmax is not None) else lam
-    # -- per row --
+    # -- per draw: what its rows get --
+    active = lam < 1.0
+    mix = active & ~use_cut
+    if cutmix_on:
+        cut = active & use_cut
+        live = cut & (box[0] < box[1]) & (box[2] < box[3])
+        region = ops.stack([ops.where(mix, full, ops.where(live, side, 0.0))
+                            for side, full in zip(box, (0.0, FULL, 0.0, FULL))], 1)
+        label = ops.where(mix, lam, ops.where(cut, label_cut, 1.0))
+    else:
+        live = mix & False
+        region = ops.stack([ops.where(mix, full, 0.0) for full in (0.0, FULL, 0.0, FULL)], 1)
+        label = ops.where(mix, lam, 1.0)
+    lam_self = ops.where(mix, lam, ops.where(live, 0.0, 1.0))
+    kind = ops.where(mix, float(MIXUP), ops.where(live, float(CUTMIX), float(NONE)))
+    # -- per row: its draw's values; a row that is its own partner (the middle of an odd flipped
+    #    batch, a batch of one) is left alone --
     rows = ops.arange(batch, u)
     unit = unit_of_row(spec.mode, rows, batch, ops)
     partner = partner_rows(spec.pairing, rows, batch)
-    lam_r, cut_r = lam[unit], use_cut[unit]
-    active = (lam_r < 1.0) & (partner != rows)
-    mix = active & ~cut_r
-    if cutmix_on:
-        box_r = [side[unit] for side in box]
-        cut = active & cut_r
-        live = cut & (box_r[0] < box_r[1]) & (box_r[2] < box_r[3])
-        region = [ops.where(mix, full, ops.where(live, side, 0.0)) for side, full in zip(box_r, (0.0, FULL, 0.0, FULL))]
-        label = ops.where(mix, lam_r, ops.where(cut, label_cut[unit], 1.0))
-    else:
-        live = mix & False
-        region = [ops.where(mix, full, 0.0) for full in (0.0, FULL, 0.0, FULL)]
-        label = ops.where(mix, lam_r, 1.0)
-    lam_self = ops.where(mix, lam_r, ops.where(live, 0.0, 1.0))
-    kind = ops.where(mix, float(MIXUP), ops.where(live, float(CUTMIX), float(NONE)))
+    lam_self, label, kind, region = lam_self[unit], label[unit], kind[unit], region[unit]
+    if batch == 1 or (spec.pairing == "flip" and batch % 2):
+        alone = partner == rows
+        lam_self, label = ops.where(alone, 1.0, lam_self), ops.where(alone, 1.0, label)
+        kind, region = ops.where(alone, float(NONE), kind), ops.where(alone[:, None], 0.0, region)
     return PlanRows(ops.cast(partner, "int64"), ops.cast(lam_self, "float32"), ops.cast(1.0 - lam_self, "float32"),
-                    ops.cast(ops.stack(region, 1), "int32").reshape(batch, 1, 4), ops.cast(label, "float32"),
-                    ops.cast(kind, "int8"))
+                    ops.cast(region, "int32").reshape(batch, 1, 4), ops.cast(label, "float32"), ops.cast(kind, "int8"))
 
 
 def _cut_box(spec, lam, u, height: int, width: int, ops):
