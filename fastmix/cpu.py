@@ -157,7 +157,10 @@ def run_walk(walk: str, x: torch.Tensor, lay: Layout, args: PlanArgs, facts: Opt
 
 
 def blend_(x: torch.Tensor, lay: Layout, args: PlanArgs) -> None:
-    """Apply the plan to ``x`` in place."""
+    """Apply the plan to ``x`` in place (plans with per-pixel masks: the reference, one pass)."""
+    if args.mask is not None:
+        reference.blend_(x, lay, args)
+        return
     if lay.batch and lay.sample_numel:
         facts = Facts.of(args, lay)
         run_walk(choose_walk(facts, args, lay, x.dtype), x, lay, args, facts)

@@ -191,7 +191,7 @@ def grad_wanted(x: Tensor) -> bool:
 
 def apply_plan_(x: Tensor, plan: Plan) -> None:
     args = plan_args(plan, with_cycles=backend_for(x) == "triton")
-    if _plain_eager(x, *args[:8]) and not grad_wanted(x):
+    if _plain_eager(x, *args[:9]) and not grad_wanted(x):
         _blend_impl_(x, *args)
         return
     torch.ops.fastmix.blend_(x, *args)

@@ -62,6 +62,9 @@ class Plan:
             counter-based generator (:mod:`fastmix.noise`: the same plan always gives the same noise).
         size: ``(H, W)`` the boxes were drawn for, or None when every region is the whole
             sample (then the plan applies to a tensor of any shape: features, tokens).
+        mask: ``(B, H, W)`` float32 region weight ``rho`` in [0, 1] per pixel, or None (1): the
+            region is the boxes where ``rho > 0``, and there ``out = (1 - rho) x + rho * blend``
+            (FMix's masks, PatchUp's blocks; binary masks select exactly). Needs ``size``.
 
     ``dataclasses.replace`` makes a new plan; its :attr:`pairing` is re-derived from its partner.
     """
@@ -75,6 +78,7 @@ class Plan:
     fill: Optional[torch.Tensor] = None
     noise_seed: Optional[torch.Tensor] = None
     size: Optional[tuple[int, int]] = None
+    mask: Optional[torch.Tensor] = None
     _closed: Optional[_ClosedForm] = field(default=None, repr=False)
 
     @property
@@ -126,7 +130,7 @@ class Plan:
         closed = _closed_form(self.pairing, partner) if self.pairing != PERM else None
         return replace(self, partner=partner, lam_self=move(self.lam_self), lam_partner=move(self.lam_partner),
                        box=move(self.box), label_lam=move(self.label_lam), kind=move(self.kind),
-                       fill=move(self.fill), noise_seed=move(self.noise_seed), _closed=closed)
+                       fill=move(self.fill), noise_seed=move(self.noise_seed), mask=move(self.mask), _closed=closed)
 
     def for_masks(self, ignore_index: int = 255) -> "Plan":
         """The plan as it applies to integer segmentation masks ``(B, H, W)``.
@@ -417,6 +421,7 @@ class PlanArgs(NamedTuple):
     box: torch.Tensor                     # (B, N, 4) int32
     fill: Optional[torch.Tensor]          # (B, 1 | C) float32
     noise_seed: Optional[torch.Tensor]    # (1,) int64
+    mask: Optional[torch.Tensor]          # (B, H, W) float32 region weight, or None
     spatial: bool                         # the plan has boxes (else every region is a whole sample)
     pairing: str                          # Plan.pairing: "flip", "roll", "self" or "perm"
 
@@ -430,4 +435,4 @@ def plan_args(plan: Plan, with_cycles: bool) -> PlanArgs:
     else:
         walk = segments = plan.partner.new_empty(0, dtype=torch.int32)
     return PlanArgs(plan.partner, walk, segments, plan.lam_self, plan.lam_partner, plan.box, plan.fill,
-                    plan.noise_seed, plan.spatial, pairing)
+                    plan.noise_seed, plan.mask, plan.spatial, pairing)

@@ -77,6 +77,12 @@ def chunks(lay: Layout, extent=None, chunk_elements: int = CHUNK_ELEMENTS):
             yield y0, y1, c, min(c + step, x1)
 
 
+def mask_weight(mask: torch.Tensor, lay: Layout, rows: torch.Tensor, lanes: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, rows, lanes)``: a plan's per-pixel region weight at a chunk's elements (the mask is
+    ``(B, H, W)``; a channels_last lane is pixel ``lane // channels``)."""
+    return mask[:, None][:, :, rows][..., lanes // lay.lane_scale]
+
+
 def _fill(args: PlanArgs, lay: Layout, rows, lanes, where: torch.Tensor, dtype) -> torch.Tensor:
     """The fill of each element of a chunk, broadcastable to ``(B, P, rows, lanes)``; noise is
     drawn only ``where`` it lands (Philox is ~100 tensor ops per element)."""
@@ -121,16 +127,23 @@ def _apply(src: torch.Tensor, dst: torch.Tensor, lay: Layout, args: PlanArgs) ->
         own = sv[:, :, r0:r1, l0:l1]                                   # read B x chunk
         other = own.index_select(0, args.partner)                      # read B x chunk, before any write
         inside = region(boxes, rows, lanes)                            # (B, 1, rows, lanes)
+        wa, wb, wc = a, b, c
+        if args.mask is not None:                                      # rho: out = (1 - rho) x + rho blend
+            rho = mask_weight(args.mask, lay, rows, lanes).to(cdt)
+            inside = inside & (rho > 0)
+            wa, wb, wc = (1.0 - rho) + rho * a, rho * b, rho * c
         if is_blended(src.dtype):
-            filled = (inside & (c != 0)).expand(own.shape) if has_fill else None
+            filled = (inside & (wc != 0)).expand(own.shape) if has_fill else None
             fill = _fill(args, lay, rows, lanes, filled, cdt) if has_fill else None
-            val = _blend_terms(own.to(cdt), other.to(cdt), fill, a, b, c)
+            val = _blend_terms(own.to(cdt), other.to(cdt), fill, wa, wb, wc)
             if src.dtype == torch.uint8:
                 val = val.round().clamp(0, 255)
             val = val.to(src.dtype)
         else:                                                          # masks: select, never blend
             fill = args.fill[:, :1].to(src.dtype).view(shape) if args.fill is not None else own
             val = torch.where(b != 0, other, torch.where(a != 0, own, fill))
+            if args.mask is not None:                                  # a class map takes the larger share
+                inside = inside & (rho >= 0.5)
         dv[:, :, r0:r1, l0:l1] = torch.where(inside, val, own)         # write B x chunk
 
 
@@ -162,10 +175,16 @@ def blend_grad(grad: torch.Tensor, lay: Layout, args: PlanArgs) -> torch.Tensor:
     shape = (lay.batch, 1, 1, 1)
     a, b = args.lam_self.view(shape).to(grad.dtype), args.lam_partner.view(shape).to(grad.dtype)
     for r0, r1, l0, l1 in chunks(lay):
-        inside = region(boxes, torch.arange(r0, r1, device=grad.device), torch.arange(l0, l1, device=grad.device))
+        rows, lanes = torch.arange(r0, r1, device=grad.device), torch.arange(l0, l1, device=grad.device)
+        inside = region(boxes, rows, lanes)
+        wa, wb = a, b
+        if args.mask is not None:
+            rho = mask_weight(args.mask, lay, rows, lanes).to(grad.dtype)
+            inside = inside & (rho > 0)
+            wa, wb = (1.0 - rho) + rho * a, rho * b
         g = gv[:, :, r0:r1, l0:l1]                                     # read B x chunk
-        own = torch.where(inside, torch.where(a != 0, a * g, 0.0), g)
-        sent = torch.where(inside & (b != 0), b * g, 0.0)
+        own = torch.where(inside, torch.where(wa != 0, wa * g, 0.0), g)
+        sent = torch.where(inside & (wb != 0), wb * g, 0.0)
         ov[:, :, r0:r1, l0:l1] = own.index_add_(0, args.partner, sent)  # write B x chunk
     return out
 

@@ -37,6 +37,8 @@ BLEND_VARIANTS = [
     ("blend_perm", "_blend_inplace_kernel", ("fp32", "bf16", "u8"), dict(FILL=0, WALK=0)),
     ("blend_roll", "_blend_inplace_kernel", ("fp32",), dict(FILL=0, WALK=2)),
     ("mixup_inplace", "_blend_inplace_kernel", ("fp32", "fp16", "bf16", "u8"), dict(FILL=0, WHOLE_ROWS=True)),
+    ("mask_inplace", "_blend_inplace_kernel", ("fp32", "bf16", "u8"), dict(FILL=0, MASKED=True)),
+    ("mask_grad", "_blend_grad_kernel", ("fp32",), dict(MASKED=True)),
 ]
 TARGET_VARIANTS = [("targets_index", False), ("targets_soft", True)]
 # the samplers (kernels/sample.py) as the launchers launch them: (variant, kernel, constexprs, num_warps)
@@ -73,7 +75,7 @@ def _tool(name: str) -> str:
 
 
 # pointer arguments by name: the batch's dtype, or a fixed one
-_POINTERS = {"walk_ptr": "*i32", "seg_ptr": "*i32", "counter_ptr": "*i32", "lam_self_ptr": "*fp32", "lam_partner_ptr": "*fp32",
+_POINTERS = {"walk_ptr": "*i32", "seg_ptr": "*i32", "counter_ptr": "*i32", "mask_ptr": "*fp32", "lam_self_ptr": "*fp32", "lam_partner_ptr": "*fp32",
              "box_ptr": "*i32", "fill_ptr": "*fp32", "seed_ptr": "*i64"}
 # what the JIT infers for a 16-byte-aligned contiguous 3x224x224 batch
 _ALIGNED = ("lanes", "box_width", "stride_batch", "stride_plane", "stride_row", "sample_numel")
@@ -90,7 +92,7 @@ def _blend_source(kernel: str, variant: dict, dtype: str):
                     stride_row=224, channels=3)
     block_r, block_l, num_warps = blend.tile_shape(layout, size)
     fn = getattr(blend, kernel)
-    const = dict(BOXES=1, CHANNEL_IN_LANE=False, WALK=1, WHOLE_ROWS=False, VEC=max(1, 16 // size),
+    const = dict(BOXES=1, CHANNEL_IN_LANE=False, MASKED=False, WALK=1, WHOLE_ROWS=False, VEC=max(1, 16 // size),
                  BLOCK_R=block_r, BLOCK_L=block_l)
     const.update(variant)
     const = {name: value for name, value in const.items() if name in fn.arg_names}

@@ -83,6 +83,29 @@ def _fill(fill_ptr, seed_ptr, row, plane, tile_rows, tile_lanes, mask, planes, r
 
 
 @triton.jit
+def _mask_weight(mask_ptr, row, tile_rows, tile_lanes, reg, rows, box_width, lane_scale):
+    """The plan's per-pixel region weight rho of ``row``'s tile (the mask is ``(B, H, W)``)."""
+    pixel = (row.to(tl.int64) * rows + tile_rows) * box_width + tile_lanes // lane_scale
+    return tl.load(mask_ptr + pixel, mask=reg, other=0.0)
+
+
+@triton.jit
+def _masked(mask_ptr, row, tile_rows, tile_lanes, reg, rows, box_width, lane_scale, a, b, c, BLEND: tl.constexpr,
+            MASKED: tl.constexpr):
+    """``(region, a, b, c)`` as they apply per pixel: with a mask, ``out = (1 - rho) x + rho blend``
+    inside ``rho > 0`` (an integer map takes the larger share: ``rho >= 0.5``), else as given."""
+    if MASKED:
+        rho = _mask_weight(mask_ptr, row, tile_rows, tile_lanes, reg, rows, box_width, lane_scale)
+        if BLEND:
+            live = reg & (rho > 0.0)
+        else:
+            live = reg & (rho >= 0.5)
+        return live, (1.0 - rho) + rho * a, rho * b, rho * c
+    else:
+        return reg, a, b, c
+
+
+@triton.jit
 def _blend_terms(a, own, b, other, c, fill, cdt: tl.constexpr, FILL: tl.constexpr):
     """``a * own + b * other + c * fill`` in that order, leaving out zero-weight terms. An absent
     term adds -0.0, IEEE's exact additive identity (+0.0 would turn a copied -0.0 into +0.0), so a
@@ -107,7 +130,7 @@ def _blend_terms(a, own, b, other, c, fill, cdt: tl.constexpr, FILL: tl.constexp
 def _blend_inplace_kernel(
     x_ptr,                                   # the batch, written in place
     walk_ptr, seg_ptr,                       # cycles in walk order and their segments (WALK_TABLE only)
-    lam_self_ptr, lam_partner_ptr, box_ptr, fill_ptr, seed_ptr,
+    lam_self_ptr, lam_partner_ptr, box_ptr, fill_ptr, seed_ptr, mask_ptr,
     scratch_ptr, counter_ptr,                # hand-offs between segments of one cycle
     # layout (fastmix/layout.py)
     batch, planes, rows, lanes, box_width, lane_scale, channels, planes_per_channel,
@@ -115,7 +138,8 @@ def _blend_inplace_kernel(
     fill_stride_batch, fill_stride_channel,
     n_segments, grid_segments, reverse,      # segments to walk; programs along grid axis 1; walk order
     BOXES: tl.constexpr, FILL: tl.constexpr, WALK: tl.constexpr, WHOLE_ROWS: tl.constexpr,
-    CHANNEL_IN_LANE: tl.constexpr, VEC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+    CHANNEL_IN_LANE: tl.constexpr, MASKED: tl.constexpr, VEC: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_L: tl.constexpr,
 ):
     """In place, one segment of a cycle a program: each row blends with the next, which is loaded
     before the row is stored. A segment of a longer cycle also *hands off*: its first row is read
@@ -153,18 +177,20 @@ def _blend_inplace_kernel(
                                            lane_scale, BOXES, VEC, WHOLE_ROWS)
             a_first = tl.load(lam_self_ptr + row_first)
             b_first = tl.load(lam_partner_ptr + row_first)
-            # needed as itself (a != 0) or, when the segment is its whole cycle, as the partner of
-            # the last row (b != 0); a handed-off first row is read by its reader itself
+            # needed as itself (a != 0, or any a with a mask: rho < 1 keeps a share of the row) or,
+            # when the segment is its whole cycle, as the partner of the last row (b != 0); a
+            # handed-off first row is read by its reader itself
+            a_first_need = tl.where(MASKED, 1.0, a_first)
             row_last = walk_row(walk_ptr, j, start + length - 1, batch, WALK)
             reg_last, body_last = region(box_ptr, row_last, tile_rows, tile_lanes, inside, rows, box_width,
                                          lane_scale, BOXES, VEC, WHOLE_ROWS)
             b_last = tl.where(handoff, 0.0, tl.load(lam_partner_ptr + row_last))
             ptr_first = x_ptr + row_first.to(tl.int64) * stride_batch + offs
-            body = gated(body_first, a_first) | gated(body_last, b_last)
+            body = gated(body_first, a_first_need) | gated(body_last, b_last)
             if WHOLE_ROWS:
                 first = tl.load(ptr_first, mask=body)
             else:
-                need = gated(reg_first, a_first) | gated(reg_last, b_last)
+                need = gated(reg_first, a_first_need) | gated(reg_last, b_last)
                 first = load_split(ptr_first, body, need & ~body)
             # -- walk the segment: load the next row, blend this one, store it --
             cur, row, reg, body, a, b = first, row_first, reg_first, body_first, a_first, b_first
@@ -179,7 +205,7 @@ def _blend_inplace_kernel(
                 # the next row is read once: as itself (a_n != 0, when it is this segment's) and as
                 # this row's partner (b != 0); the whole cycle's wrap reads the first row's registers
                 from_memory = own_next | handoff
-                a_own = tl.where(own_next, a_n, 0.0)
+                a_own = tl.where(own_next, tl.where(MASKED, 1.0, a_n), 0.0)
                 ptr_n = x_ptr + row_n.to(tl.int64) * stride_batch + offs
                 body_need = (gated(body_n, a_own) | gated(body, b)) & from_memory
                 if WHOLE_ROWS:
@@ -195,14 +221,16 @@ def _blend_inplace_kernel(
                                  fill_stride_channel, FILL, CHANNEL_IN_LANE)
                 else:
                     fill = 0.0
+                live, wa, wb, wc = _masked(mask_ptr, row, tile_rows, tile_lanes, reg, rows, box_width, lane_scale,
+                                           a, b, c, BLEND, MASKED)
                 if BLEND:
-                    out = tl.where(reg, _to_storage(_blend_terms(a, cur, b, nxt, c, fill, cdt, FILL), dtype), cur)
+                    out = tl.where(live, _to_storage(_blend_terms(wa, cur, wb, nxt, wc, fill, cdt, FILL), dtype), cur)
                 else:
                     if FILL != NO_FILL:
                         filled = fill.to(dtype)
                     else:
                         filled = cur
-                    out = tl.where(gated(reg, b), nxt, tl.where(tl.where(a == 0.0, reg, False), filled, cur))
+                    out = tl.where(gated(live, wb), nxt, tl.where(tl.where(wa == 0.0, live, False), filled, cur))
                 # -- write back: the vectorisable body, then the ragged edges (a handed-off first
                 #    row waits in registers) --
                 keep = (m > 0) | ~handoff
@@ -247,13 +275,14 @@ def _blend_inplace_kernel(
 @triton.jit
 def _blend_out_kernel(
     src_ptr, dst_ptr,
-    walk_ptr, seg_ptr, lam_self_ptr, lam_partner_ptr, box_ptr, fill_ptr, seed_ptr,
+    walk_ptr, seg_ptr, lam_self_ptr, lam_partner_ptr, box_ptr, fill_ptr, seed_ptr, mask_ptr,
     batch, planes, rows, lanes, box_width, lane_scale, channels, planes_per_channel,
     stride_batch, stride_plane, stride_row, sample_numel,
     fill_stride_batch, fill_stride_channel,
     n_segments, grid_segments,
     BOXES: tl.constexpr, FILL: tl.constexpr, WALK: tl.constexpr, WHOLE_ROWS: tl.constexpr,
-    CHANNEL_IN_LANE: tl.constexpr, VEC: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+    CHANNEL_IN_LANE: tl.constexpr, MASKED: tl.constexpr, VEC: tl.constexpr, BLOCK_R: tl.constexpr,
+    BLOCK_L: tl.constexpr,
 ):
     """Out of place, one segment a program: every element of each row written, its region blended
     with the next row (read from the unchanged source, so segments need no hand-off)."""
@@ -280,7 +309,9 @@ def _blend_out_kernel(
                              FILL, CHANNEL_IN_LANE)
             else:
                 fill = 0.0
-            out = tl.where(reg, _to_storage(_blend_terms(a, cur, b, nxt, c, fill, cdt, FILL), dtype), cur)
+            live, wa, wb, wc = _masked(mask_ptr, row, tile_rows, tile_lanes, reg, rows, box_width, lane_scale,
+                                       a, b, c, True, MASKED)
+            out = tl.where(live, _to_storage(_blend_terms(wa, cur, wb, nxt, wc, fill, cdt, FILL), dtype), cur)
             tl.store(dst_ptr + row.to(tl.int64) * stride_batch + offs, out, mask=inside)
             cur, row = nxt, row_n
 
@@ -288,11 +319,11 @@ def _blend_out_kernel(
 @triton.jit
 def _blend_grad_kernel(
     grad_ptr, dst_ptr,
-    walk_ptr, seg_ptr, lam_self_ptr, lam_partner_ptr, box_ptr,
+    walk_ptr, seg_ptr, lam_self_ptr, lam_partner_ptr, box_ptr, mask_ptr,
     batch, rows, lanes, box_width, lane_scale,
     stride_batch, stride_plane, stride_row,
     n_segments, grid_segments,
-    BOXES: tl.constexpr, WALK: tl.constexpr, WHOLE_ROWS: tl.constexpr, VEC: tl.constexpr,
+    BOXES: tl.constexpr, WALK: tl.constexpr, WHOLE_ROWS: tl.constexpr, MASKED: tl.constexpr, VEC: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     """``dx[p] = g[p] * (a_p inside p's region, 1 outside) + b_r * g[r]`` inside the region of
@@ -314,11 +345,13 @@ def _blend_grad_kernel(
                             WHOLE_ROWS)
             reg_n, _ = region(box_ptr, row_n, tile_rows, tile_lanes, inside, rows, box_width, lane_scale, BOXES,
                               VEC, WHOLE_ROWS)
-            a_n = tl.load(lam_self_ptr + row_n)
-            b = tl.load(lam_partner_ptr + row)
+            live_n, wa_n, _, _ = _masked(mask_ptr, row_n, tile_rows, tile_lanes, reg_n, rows, box_width, lane_scale,
+                                         tl.load(lam_self_ptr + row_n), 0.0, 0.0, True, MASKED)
+            live, _, wb, _ = _masked(mask_ptr, row, tile_rows, tile_lanes, reg, rows, box_width, lane_scale,
+                                     0.0, tl.load(lam_partner_ptr + row), 0.0, True, MASKED)
             own = nxt.to(cdt)
-            val = tl.where(reg_n, tl.where(a_n != 0.0, a_n.to(cdt) * own, 0.0), own)
-            val += tl.where(gated(reg, b), b.to(cdt) * cur.to(cdt), 0.0)
+            val = tl.where(live_n, tl.where(wa_n != 0.0, wa_n.to(cdt) * own, 0.0), own)
+            val += tl.where(gated(live, wb), wb.to(cdt) * cur.to(cdt), 0.0)
             tl.store(dst_ptr + row_n.to(tl.int64) * stride_batch + offs, _to_storage(val, dtype), mask=inside)
             cur, row = nxt, row_n
 
@@ -417,11 +450,11 @@ def _launch_blend(kernel, src, dst, layout, args) -> None:
         extra = (scratch, counters)
     kernel[grid](
         *((src,) if in_place else (src, dst)), args.walk, args.segments, args.lam_self, args.lam_partner,
-        args.box, fill, seed, *extra,
+        args.box, fill, seed, args.mask if args.mask is not None else args.lam_self, *extra,
         layout.batch, layout.planes, layout.rows, layout.lanes, layout.width, layout.lane_scale, layout.channels,
         layout.planes_per_channel, layout.stride_batch, layout.stride_plane, layout.stride_row, layout.sample_numel,
         fill_stride_batch, fill_stride_channel, n_segments, grid[1], *((int(REVERSE_SEGMENTS),) if in_place else ()),
-        FILL=fill_mode, CHANNEL_IN_LANE=layout.channel_in_lane, **meta,
+        FILL=fill_mode, CHANNEL_IN_LANE=layout.channel_in_lane, MASKED=args.mask is not None, **meta,
     )
 
 
@@ -452,7 +485,9 @@ def blend_grad(grad, layout, args):
     grid, n_segments, meta = _walk_args(layout, args, grad.element_size())
     _blend_grad_kernel[grid](
         grad, out, args.walk, args.segments, args.lam_self, args.lam_partner, args.box,
+        args.mask if args.mask is not None else args.lam_self,
         layout.batch, layout.rows, layout.lanes, layout.width, layout.lane_scale,
-        layout.stride_batch, layout.stride_plane, layout.stride_row, n_segments, grid[1], **meta,
+        layout.stride_batch, layout.stride_plane, layout.stride_row, n_segments, grid[1],
+        MASKED=args.mask is not None, **meta,
     )
     return out

@@ -46,13 +46,17 @@ def blend(x: torch.Tensor, plan: Plan) -> torch.Tensor:
         a = float(plan.lam_self[i])
         b = float(plan.lam_partner[i])
         c = 1.0 - a - b
-        val = torch.zeros_like(src[i])
+        rho = torch.ones(x.shape[1:], dtype=torch.float64)
+        if plan.mask is not None:                     # out = (1 - rho) x + rho * blend, where rho > 0
+            rho = plan.mask[i].double().expand(x.shape[1:])
+            mask = mask & (rho > 0)
+        val = (1.0 - rho) * src[i]
         if a != 0:
-            val += a * src[i]
+            val += rho * a * src[i]
         if b != 0:
-            val += b * src[int(plan.partner[i])]
+            val += rho * b * src[int(plan.partner[i])]
         if c != 0 and (plan.fill is not None or plan.noise_seed is not None):
-            val += c * fill_value(plan, i, x)
+            val += rho * c * fill_value(plan, i, x)
         out[i][mask] = val[mask]
     if x.dtype == torch.uint8:
         out = out.round().clamp(0, 255)
