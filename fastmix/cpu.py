@@ -23,6 +23,7 @@ loop, 117 us for 3x224x224 in torch 2.13 against 31 us). Benchmarks: ``benchmark
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass
 from typing import Optional
@@ -147,7 +148,8 @@ def run_walk(walk: str, x: torch.Tensor, lay: Layout, args: PlanArgs, facts: Opt
     if walk == CYCLES:
         if not facts.is_permutation():
             raise ValueError("partner: the cycle walk needs a permutation")
-        walk_cycles(x, lay, facts)
+        with one_thread():
+            walk_cycles(x, lay, facts)
     elif walk == FLIP_PAIRS:
         if not (facts.is_flip() and facts.uniform):
             raise ValueError("partner: the flip-pair walk needs timm's flip pairing and one region for every row")
@@ -318,6 +320,23 @@ def cycles_on_host(partner: np.ndarray) -> list:
         if len(cycle) > 1:   # a sample that is its own partner keeps its values
             cycles.append(cycle)
     return cycles
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the block's torch ops on one thread. A walk is one small op a sample: split over the
+    pool, each op waits for its slowest thread, and beside a busy process that thread is often
+    descheduled for a whole time slice (benchmarks/cpu_load.py: 0.36 s instead of 20 ms for a
+    64x3x224x224 step with two threads on two busy cores); one memory-bound thread loses little."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def walk_cycles(x: torch.Tensor, lay: Layout, facts: Facts) -> None:

@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from . import noise
-from .walk import (SEGMENT, WALK_TABLE, WALKS, dense_offsets, gated, handoff_slots, load_split, region, segment,
+from .walk import (SEGMENT, ceil_div, pow2_at_least, WALK_TABLE, WALKS, dense_offsets, gated, handoff_slots, load_split, region, segment,
                    segment_count, tile, walk_row)
 
 # fill modes (constexpr globals: the kernels read them; the launchers pass their .value)
@@ -366,15 +366,15 @@ def tile_shape(layout, element_size: int) -> tuple[int, int, int]:
     target = max(256, 8192 // element_size)
     vec = max(1, 16 // element_size)
     if layout.rows == 1:
-        block_l = min(triton.next_power_of_2(layout.lanes), target)
+        block_l = min(pow2_at_least(layout.lanes), target)
         block_r = 1
     else:
         block_l = 128
         while block_l > vec and layout.lanes % block_l:
             block_l //= 2
         if layout.lanes % block_l:
-            block_l = min(128, triton.next_power_of_2(layout.lanes))
-        block_r = max(1, min(triton.next_power_of_2(layout.rows), target // block_l))
+            block_l = min(128, pow2_at_least(layout.lanes))
+        block_r = max(1, min(pow2_at_least(layout.rows), target // block_l))
         while block_r > 1 and layout.rows % block_r and block_r * block_l > 1024:
             block_r //= 2
     # 8 elements per thread (16 for uint8: one 128-bit access), enough bytes in flight without
@@ -433,7 +433,7 @@ def _walk_args(layout, args, element_size: int):
     block_r, block_l, num_warps = tile_shape(layout, element_size)
     walk = WALKS.get(args.pairing, WALK_TABLE.value)
     n_segments = segment_count(walk, layout.batch)
-    tiles = layout.planes * triton.cdiv(layout.rows, block_r) * triton.cdiv(layout.lanes, block_l)
+    tiles = layout.planes * ceil_div(layout.rows, block_r) * ceil_div(layout.lanes, block_l)
     grid = (tiles, min(n_segments, MAX_GRID_Y))
     meta = dict(BOXES=args.box.shape[1], WALK=walk, WHOLE_ROWS=not args.spatial, VEC=max(1, 16 // element_size),
                 BLOCK_R=block_r, BLOCK_L=block_l, num_warps=num_warps)

@@ -24,6 +24,8 @@ import triton.language as tl
 from fastmix import draws
 from fastmix.layout import FULL
 
+from .walk import ceil_div, pow2_at_least
+
 GAMMA_TRIES = tl.constexpr(draws.GAMMA_TRIES)
 MIX_UNIFORMS = tl.constexpr(draws.MIX_UNIFORMS)
 MIX_GAMMA_B = tl.constexpr(draws.MIX_GAMMA_B)
@@ -348,15 +350,15 @@ def mixup_plan(spec, u: torch.Tensor, batch: int, size, prob: float, offset: flo
     if labels is None or num_classes == 0:
         label_mode, targets, label_stride = NO_LABELS.value, rows.lam_self, 0
         labels = u
-        block_b, block_k, grid = BLOCK_B, 1, (triton.cdiv(batch, BLOCK_B), 1)
+        block_b, block_k, grid = BLOCK_B, 1, (ceil_div(batch, BLOCK_B), 1)
     else:
         # a program a row: its plan recomputed (a few hundred flops) beside a 1-d run of classes;
         # rows x classes tiles would spill the float64 plan arithmetic
         label_mode = SOFT_LABELS.value if labels.dim() == 2 else INDEX_LABELS.value
         targets = torch.empty(batch, num_classes, dtype=torch.float32, device=u.device)
         label_stride = labels.stride(0) if labels.dim() == 2 else 1
-        block_b, block_k = 1, min(1024, triton.next_power_of_2(num_classes))
-        grid = (batch, triton.cdiv(num_classes, block_k))
+        block_b, block_k = 1, min(1024, pow2_at_least(num_classes))
+        grid = (batch, ceil_div(num_classes, block_k))
     if batch == 0:
         return rows, (None if label_mode == NO_LABELS.value else targets)
     height, width = size if size is not None else (1, 1)
@@ -388,7 +390,7 @@ def erase_plan(spec, u: torch.Tensor, batch: int, size, with_seed: bool):
         if seed is not None:   # no program runs (and no pixel is filled): the spec's seed
             seed = draws.noise_seed(u, draws.TORCH)
         return rows, seed
-    grid = (triton.cdiv(batch, BLOCK_B),)
+    grid = (ceil_div(batch, BLOCK_B),)
     if cutout:
         _cutout_plan_kernel[grid](u, *rows, batch, height, width, spec.length // 2, _bits(spec.p),
                                   HOLES=spec.n_holes, BLOCK_B=BLOCK_B, num_warps=1)

@@ -14,6 +14,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .walk import ceil_div, pow2_at_least
+
 
 @triton.jit
 def _one_hot(label, cols, K, on, off):
@@ -50,8 +52,8 @@ def mix_targets(labels: torch.Tensor, partner: torch.Tensor, label_lam: torch.Te
         return out
     soft = labels.dim() == 2
     off = smoothing / num_classes
-    block_k = min(1024, triton.next_power_of_2(num_classes))
-    grid = (batch, triton.cdiv(num_classes, block_k))
+    block_k = min(1024, pow2_at_least(num_classes))
+    grid = (batch, ceil_div(num_classes, block_k))
     _targets_kernel[grid](labels, partner, label_lam, out, num_classes, labels.stride(0) if soft else 1,
                           1.0 - smoothing + off, off, 1.0 - smoothing, SOFT=soft, BLOCK_K=block_k,
                           num_warps=4 if block_k >= 512 else 1)

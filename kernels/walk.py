@@ -93,17 +93,27 @@ def walk_row(walk_ptr, j, position, batch, WALK: tl.constexpr):
         return tl.minimum(tl.maximum(tl.load(walk_ptr + slot), 0), batch - 1)
 
 
+def ceil_div(a: int, b: int) -> int:
+    """``triton.cdiv`` for the launchers in plain Python (Triton's is a JIT-aware function: ~4 us a call)."""
+    return -(-a // b)
+
+
+def pow2_at_least(n: int) -> int:
+    """``triton.next_power_of_2`` in plain Python."""
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
 def segment_count(walk: int, batch: int) -> int:
     """How many segments the walk has (an upper bound for a table): grid axis 1."""
-    return {WALK_FLIP.value: (batch + 1) // 2, WALK_ROLL.value: triton.cdiv(batch, SEGMENT.value)}.get(walk, batch)
+    return {WALK_FLIP.value: (batch + 1) // 2, WALK_ROLL.value: ceil_div(batch, SEGMENT.value)}.get(walk, batch)
 
 
 def handoff_slots(walk: int, batch: int) -> int:
     """Segments that may hand their first row over (scratch rows and counters to allocate)."""
     if walk == WALK_ROLL.value:
-        return triton.cdiv(batch, SEGMENT.value) if batch > SEGMENT.value else 0
+        return ceil_div(batch, SEGMENT.value) if batch > SEGMENT.value else 0
     if walk == WALK_TABLE.value:
-        return 2 * triton.cdiv(batch, SEGMENT.value) + 1
+        return 2 * ceil_div(batch, SEGMENT.value) + 1
     return 0
 
 

@@ -30,7 +30,7 @@ import torch
 import fastmix
 from fastmix import v2
 
-from . import collate, peers
+from . import collate, launches, peers
 from .timing import machine, progress, result_line, summary, time_call
 
 NUM_CLASSES = 1000
@@ -41,15 +41,16 @@ _ALPHAS = {"mixup": dict(mixup_alpha=1.0, cutmix_alpha=0.0), "cutmix": dict(mixu
 
 
 def _fastmix_factory(kind, mode):
-    def factory(x, y, num_classes):
-        mixer = fastmix.Mixup(**_ALPHAS[kind], prob=1.0, mode=mode, label_smoothing=0.1, num_classes=num_classes)
+    def factory(x, y, num_classes, validate=None):
+        mixer = fastmix.Mixup(**_ALPHAS[kind], prob=1.0, mode=mode, label_smoothing=0.1, num_classes=num_classes,
+                              validate=validate)
         return lambda: mixer(x, y)
     return factory
 
 
 def _fastmix_v2(cls):
-    def factory(x, y, num_classes):
-        t = cls(alpha=1.0, num_classes=num_classes)
+    def factory(x, y, num_classes, validate=None):
+        t = cls(alpha=1.0, num_classes=num_classes, validate=validate)
         return lambda: t(x, y)
     return factory
 
@@ -86,6 +87,37 @@ print(total / 4 / (2 * x.nbytes))
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     return float(out.stdout.strip()) if out.returncode == 0 else float("nan")
+
+
+_LAUNCH_CODE = """
+import json, os, time, torch
+from fastmix.bench.compare import FASTMIX
+from fastmix.bench.launches import count_launches
+from triton.runtime import interpreter, jit
+x = torch.rand(8, 3, 32, 32); y = torch.randint(0, 10, (8,))
+fn = FASTMIX[{name!r}][1](x, y, 10, validate=False)
+fn()
+with count_launches() as launches:
+    fn()
+for cls in (jit.JITFunction, interpreter.InterpretedFunction):   # the host's own work: no kernel runs
+    cls.run = lambda self, *args, **kwargs: None
+for _ in range(20):
+    fn()
+start = time.perf_counter()
+for _ in range(200):
+    fn()
+print(json.dumps(dict(launches=launches.total, host_us=(time.perf_counter() - start) / 200 * 1e6)))
+"""
+
+
+def fastmix_launches(name: str) -> dict:
+    """The CUDA path of a fastmix candidate, run by the interpreter on a small batch (subprocess):
+    its launches (aten ops that launch a kernel + Triton launches, label checks off as on CUDA) and
+    the host's time per call with the kernels stubbed out (argument checks, plan bookkeeping)."""
+    env = {**os.environ, "TRITON_INTERPRET": "1", "FASTMIX_BACKEND": "triton"}
+    out = subprocess.run([sys.executable, "-c", _LAUNCH_CODE.format(name=name)], capture_output=True, text=True,
+                         env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {}
 
 
 def make_batch(shape, dtype, device):
@@ -129,6 +161,12 @@ def run_case(shape, dtype, device, repeat, traffic, only=None):
                 # cost, without Python; possible because nothing syncs with the host
                 import triton.testing
                 row["graph_ms"] = triton.testing.do_bench_cudagraph(fn)
+            if name in FASTMIX:       # the CUDA path's launches and host time, whatever the device
+                row.update(fastmix_launches(name))
+            else:                     # a peer launches on a GPU what its aten ops are here
+                with launches.count_launches() as counted:
+                    fn()
+                row["launches"] = counted.total
             if traffic and device.type == "cpu":
                 if name in FASTMIX:   # the kernels' bytes, counted under the interpreter
                     kind, mode = name.split("_")[1:3] if "v2" not in name else (name.split("_")[2], "batch")
@@ -210,7 +248,7 @@ def print_table(rows):
     """The rows as a table, a header line per (shape, dtype, floor) group: "vs pass" is the time
     against the group's floor (an ``x.mul_(1)`` pass, or plain collation for the collate rows)."""
     head = (f"{'candidate':28s} {'shape':>14s} {'dtype':>8s} {'median ms':>10s} {'img/s':>9s} {'vs fastmix':>10s} "
-            f"{'vs pass':>8s} {'bytes/pass':>10s} {'graph ms':>9s}")
+            f"{'vs pass':>8s} {'bytes/pass':>10s} {'graph ms':>9s} {'launches':>8s} {'host us':>8s}")
     print(head)
     print("-" * len(head))
     last = None
@@ -226,8 +264,11 @@ def print_table(rows):
         vs = f"{r['vs_fastmix']:.1f}x" if "vs_fastmix" in r else "-"
         traffic = f"{r['bytes_vs_pass']:.2f}" if "bytes_vs_pass" in r else "-"
         graph = f"{r['graph_ms']:.3f}" if "graph_ms" in r else "-"
+        launched = str(r["launches"]) if "launches" in r else "-"
+        host = f"{r['host_us']:.0f}" if "host_us" in r else "-"
         print(f"{r['candidate']:28s} {r['shape']:>14s} {r['dtype']:>8s} {r['median_ms']:10.3f} "
-              f"{r['images_per_s']:9.0f} {vs:>10s} {r['floor_ratio']:7.2f}x {traffic:>10s} {graph:>9s}")
+              f"{r['images_per_s']:9.0f} {vs:>10s} {r['floor_ratio']:7.2f}x {traffic:>10s} {graph:>9s} "
+              f"{launched:>8s} {host:>8s}")
 
 
 def compare_baseline(rows, path) -> int:
