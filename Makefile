@@ -1,6 +1,7 @@
-# Two entry points, each doing its own set-up from nothing:
+# Entry points, each doing its own set-up from nothing:
 #   make demo   install into .venv and run the demonstration (fastmix demo)
 #   make test   install into .venv (with the test extra) and run the test suite
+#   make train  install into .venv (with the train extra) and run `fastmix train --data digits`
 # TORCH pins the version, not the build: pip takes a local CPU wheel where one exists (CI) and
 # PyPI's default (CUDA on Linux) elsewhere. Override with `make test TORCH=torch`.
 VENV ?= .venv
@@ -19,12 +20,19 @@ $(VENV)/.test: $(VENV)/.base pyproject.toml
 	$(PY) -m pip install -q "$(TRITON)" -e ".[test]"
 	touch $@
 
-.PHONY: demo test kernels bench
+$(VENV)/.train: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install -q -e ".[train]"
+	touch $@
+
+.PHONY: demo test train kernels bench
 demo: $(VENV)/.base
 	$(VENV)/bin/fastmix demo
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q
+
+train: $(VENV)/.train
+	$(VENV)/bin/fastmix train --data digits
 
 kernels: $(VENV)/.test
 	$(VENV)/bin/fastmix kernels

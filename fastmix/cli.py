@@ -1,5 +1,6 @@
-"""``fastmix`` command line: ``demo`` mixes a batch and shows what happened; ``kernels`` compiles
-the Triton kernels ahead of time for sm_80/sm_90 and prints their resource table."""
+"""``fastmix`` command line: ``demo`` mixes a batch and shows what happened; ``train`` reruns the
+mixing-versus-no-mixing training experiment (:mod:`fastmix.train`); ``kernels`` compiles the
+Triton kernels ahead of time for sm_80/sm_90 and prints their resource table."""
 from __future__ import annotations
 
 import argparse
@@ -68,6 +69,11 @@ def main(argv=None) -> int:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto")
     demo.add_argument("--bench-batch", type=int, default=64, help="batch size of the timed step")
+    from . import train
+    train.add_arguments(sub.add_parser("train", help="train the source's CNN with and without mixing; table of test "
+                                                     "accuracy and calibration per arm",
+                                       description=train.__doc__.split("\n\n")[0],
+                                       formatter_class=argparse.ArgumentDefaultsHelpFormatter))
     sub.add_parser("kernels", add_help=False, help="compile every kernel for sm_80/sm_90 (no GPU needed) and "
                                                    "print registers, local memory and access widths")
     args, rest = parser.parse_known_args(argv)
@@ -75,6 +81,10 @@ def main(argv=None) -> int:
         if rest:
             parser.error(f"unrecognised arguments: {' '.join(rest)}")
         return _demo(args)
+    if args.command == "train":
+        if rest:
+            parser.error(f"unrecognised arguments: {' '.join(rest)}")
+        return train.main(args, " ".join(["fastmix"] + list(sys.argv[1:] if argv is None else argv)))
     from .kernels import aot
     return aot.main(rest)
 
