@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ sys.path.insert(0, HERE)
 import peers  # noqa: E402
 
 import fastmix  # noqa: E402
-from fastmix import v2  # noqa: E402
+from fastmix import _machine, v2  # noqa: E402
 
 NUM_CLASSES = 1000
 
@@ -268,16 +267,7 @@ def compare_baseline(rows, path) -> int:
     return slower
 
 
-def machine(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name()
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s)"
+machine = _machine.describe
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import sys
 import time
@@ -28,7 +27,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from . import train_data, train_report
+from . import _machine, train_data, train_report
 from .train_arms import ARMS, DEFAULT_ARMS, Arm, select_arms
 from .train_report import EpochRecord, RunRecord
 
@@ -220,14 +219,7 @@ def run_experiment(data: train_data.DataSet, arms: Sequence[Arm], *, seeds: int,
 
 
 def machine_description(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} torch threads"
-    return f"{cpu}, {os.cpu_count()} cores; {where}; torch {torch.__version__}, Python {platform.python_version()}"
+    return f"{_machine.describe(device)}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
