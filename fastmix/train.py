@@ -222,6 +222,20 @@ def machine_description(device: torch.device) -> str:
     return f"{_machine.describe(device)}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default="digits",
                         help="'digits' (scikit-learn's, no download), 'cifar10' (torchvision's download), "
@@ -229,11 +243,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arms", default=",".join(DEFAULT_ARMS),
                         help="comma-separated arm names, or 'all' (see --list-arms)")
     parser.add_argument("--list-arms", action="store_true", help="print the registered arms and exit")
-    parser.add_argument("--seeds", type=int, default=2, help="seeds per arm (0 .. N-1)")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--seeds", type=_positive_int, default=2, help="seeds per arm (0 .. N-1)")
+    parser.add_argument("--epochs", type=_positive_int, default=None,
                         help=f"epochs per run (default: the claim's {EPOCHS}; {SYNTHETIC_EPOCHS} for synthetic)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+    parser.add_argument("--batch-size", type=_positive_int, default=128)
+    parser.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam's learning rate")
     parser.add_argument("--size", type=int, default=16, help="side the 8x8 digits are upsampled to (>= 10)")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ...")
     parser.add_argument("--download-dir", default="data", help="where --data cifar10 downloads to")
@@ -253,7 +267,11 @@ def main(args: argparse.Namespace, command: str) -> int:
         return 2
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     epochs = args.epochs if args.epochs is not None else (SYNTHETIC_EPOCHS if args.data == "synthetic" else EPOCHS)
-    data = train_data.load(args.data, size=args.size, download_dir=args.download_dir).to(device)
+    try:
+        data = train_data.load(args.data, size=args.size, download_dir=args.download_dir).to(device)
+    except (ValueError, ImportError, OSError) as err:
+        print(f"fastmix train: --{err}", file=sys.stderr)
+        return 2
     machine = machine_description(device)
     print(f"fastmix train: {data.name}, {len(data.train)} train / {len(data.test)} test images "
           f"{'x'.join(map(str, data.image_shape))}; arms {', '.join(a.name for a in arms)}; {args.seeds} seed(s) x "

@@ -83,7 +83,7 @@ def digits(size: int = 16) -> DataSet:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
     except ImportError as err:
-        raise ImportError('data: --data digits needs scikit-learn: pip install "fastmix[train]"') from err
+        raise ImportError('data: digits needs scikit-learn (pip install "fastmix[train]")') from err
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # 0..16 grey levels
     images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
@@ -147,11 +147,11 @@ def cifar10_download(download_dir: Union[str, Path]) -> DataSet:
     try:
         from torchvision.datasets import CIFAR10
     except ImportError as err:
-        raise ImportError("data: --data cifar10 downloads through torchvision (pip install torchvision); "
-                          "or pass the folder of a local CIFAR-10 as --data PATH") from err
+        raise ImportError("data: cifar10 downloads through torchvision (pip install torchvision); or pass "
+                          "the folder of a local CIFAR-10 as the data") from err
     try:
         CIFAR10(str(download_dir), train=True, download=True)
     except OSError as err:  # URLError included: no network
-        raise OSError(f"data: could not download CIFAR-10 into {download_dir} ({err}); pass a local copy as "
-                      f"--data PATH") from err
+        raise OSError(f"data: could not download CIFAR-10 into {download_dir} ({err}); pass the folder of "
+                      f"a local copy instead") from err
     return cifar10_folder(download_dir)

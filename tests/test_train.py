@@ -267,9 +267,19 @@ def test_train_command_smoke_run(tmp_path, capsys):
         assert f"{name} seed 1 epoch 1/1:" in printed.err  # plain progress lines without tqdm
 
 
-def test_train_command_rejects_unknown_arms_and_lists_them(capsys):
+def test_train_command_rejects_bad_arguments_naming_them(capsys, tmp_path):
     assert cli.main(["train", "--arms", "nope"]) == 2
     assert "--arms: unknown arm(s) ['nope']" in capsys.readouterr().err
+    assert cli.main(["train", "--data", str(tmp_path / "nowhere")]) == 2
+    assert "--data: expected 'digits', 'synthetic', 'cifar10' or the folder" in capsys.readouterr().err
+    for flag, value in [("--seeds", "0"), ("--epochs", "-1"), ("--batch-size", "0"), ("--lr", "0")]:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(["train", flag, value])
+        assert exit_info.value.code == 2
+        assert f"argument {flag}: expected a positive" in capsys.readouterr().err
+
+
+def test_train_command_lists_the_arms(capsys):
     assert cli.main(["train", "--list-arms"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in DEFAULT_ARMS)
