@@ -222,11 +222,15 @@ def machine_description(device: torch.device) -> str:
     return f"{_machine.describe(device)}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def _positive_int(text: str) -> int:
+def _positive_int(text: str, low: int = 1) -> int:
     value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected {'a positive' if low else 'a non-negative'} integer, got {text}")
     return value
+
+
+def _thread_count(text: str) -> int:
+    return _positive_int(text, low=0)
 
 
 def _positive_float(text: str) -> float:
@@ -252,6 +256,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu', 'cuda', ...")
     parser.add_argument("--download-dir", default="data", help="where --data cifar10 downloads to")
     parser.add_argument("--out", default="fastmix-train", help="folder for results.json, table.md, accuracy.png")
+    parser.add_argument("--threads", type=_thread_count, default=1,
+                        help="torch's CPU threads; this small CNN gains little from more, and on a shared "
+                             "machine a thread pool's step times turn erratic; 0 keeps torch's default")
     parser.add_argument("--no-tqdm", action="store_true", help="plain progress lines even when tqdm is installed")
 
 
@@ -272,6 +279,17 @@ def main(args: argparse.Namespace, command: str) -> int:
     except (ValueError, ImportError, OSError) as err:
         print(f"fastmix train: --{err}", file=sys.stderr)
         return 2
+    previous_threads = torch.get_num_threads()
+    if device.type == "cpu" and args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run_and_report(args, command, arms, data, device, epochs)
+    finally:
+        torch.set_num_threads(previous_threads)  # cli.main may be called in-process (tests)
+
+
+def _run_and_report(args, command: str, arms: Sequence[Arm], data: train_data.DataSet, device: torch.device,
+                    epochs: int) -> int:
     machine = machine_description(device)
     print(f"fastmix train: {data.name}, {len(data.train)} train / {len(data.test)} test images "
           f"{'x'.join(map(str, data.image_shape))}; arms {', '.join(a.name for a in arms)}; {args.seeds} seed(s) x "

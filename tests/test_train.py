@@ -242,8 +242,10 @@ def test_experiment_arguments_are_checked():
 
 def test_train_command_smoke_run(tmp_path, capsys):
     out = tmp_path / "run"
+    threads = torch.get_num_threads()
     code = cli.main(["train", "--data", "synthetic", "--seeds", "2", "--epochs", "1", "--no-tqdm", "--out", str(out)])
     assert code == 0
+    assert torch.get_num_threads() == threads  # --threads 1 (the default) holds for the run only
     printed = capsys.readouterr()
     results = json.loads((out / "results.json").read_text())
     arms = {a["arm"]: a for a in results["arms"]}
@@ -261,6 +263,7 @@ def test_train_command_smoke_run(tmp_path, capsys):
     assert arms["timm"]["mixed_share"] > 0.5 and arms["cutmix"]["mixed_share"] > 0.5
     assert len(results["runs"]) == 2 * len(DEFAULT_ARMS)
     assert results["command"].startswith("fastmix train --data synthetic")
+    assert "1 torch thread(s)" in results["machine"]
     table = (out / "table.md").read_text()
     assert "| arm | test accuracy % | ECE % (15 bins) |" in table and "command: fastmix train" in table
     for name in DEFAULT_ARMS:
@@ -272,11 +275,12 @@ def test_train_command_rejects_bad_arguments_naming_them(capsys, tmp_path):
     assert "--arms: unknown arm(s) ['nope']" in capsys.readouterr().err
     assert cli.main(["train", "--data", str(tmp_path / "nowhere")]) == 2
     assert "--data: expected 'digits', 'synthetic', 'cifar10' or the folder" in capsys.readouterr().err
-    for flag, value in [("--seeds", "0"), ("--epochs", "-1"), ("--batch-size", "0"), ("--lr", "0")]:
+    for flag, value in [("--seeds", "0"), ("--epochs", "-1"), ("--batch-size", "0"), ("--lr", "0"),
+                        ("--threads", "-1")]:
         with pytest.raises(SystemExit) as exit_info:
             cli.main(["train", flag, value])
         assert exit_info.value.code == 2
-        assert f"argument {flag}: expected a positive" in capsys.readouterr().err
+        assert f"argument {flag}: expected a " in capsys.readouterr().err
 
 
 def test_train_command_lists_the_arms(capsys):
