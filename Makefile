@@ -1,7 +1,8 @@
-# Two entry points, each doing its own set-up from nothing:
+# Entry points, each doing its own set-up from nothing:
 #   make demo   install into .venv (with Pillow, the demo extra) and run fastmix demo: it writes
 #               fastmix-demo.png (a picture of every mix) and prints a checked table
 #   make test   install into .venv (with the test extra) and run the test suite
+#   make train  install into .venv (with the train extra) and run `fastmix train --data digits`
 #   make parity install into .venv-parity (torch 2.14.1 + the real timm and torchvision) and run
 #               tests/parity against them
 # TORCH pins the version, not the build: pip takes a local CPU wheel where one exists (CI) and
@@ -44,12 +45,19 @@ $(PARITY_VENV)/.parity: pyproject.toml
 	    'torchvision', torchvision.__version__, 'timm', timm.__version__)"
 	touch $@
 
-.PHONY: demo test kernels bench parity
+$(VENV)/.train: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install -q -e ".[train]"
+	touch $@
+
+.PHONY: demo test train kernels bench parity
 demo: $(VENV)/.demo
 	$(VENV)/bin/fastmix demo
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q
+
+train: $(VENV)/.train
+	$(VENV)/bin/fastmix train --data digits
 
 kernels: $(VENV)/.test
 	$(VENV)/bin/fastmix kernels

@@ -1,5 +1,6 @@
 """``fastmix`` command line: ``demo`` draws what each mix does and checks label weights against
 pixels (:mod:`fastmix.demo`); ``bench`` times fastmix beside its peers (:mod:`fastmix.bench`);
+``train`` reruns the mixing-versus-no-mixing training experiment (:mod:`fastmix.train`);
 ``kernels`` compiles the Triton kernels ahead of time for sm_80/sm_90 and prints their resource table."""
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ def main(argv=None) -> int:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto")
     demo.add_argument("--bench-batch", type=int, default=64, help="batch size of the timed step (0: no timing)")
+    from . import train
+    train.add_arguments(sub.add_parser("train", help="train the source's CNN with and without mixing; table of test "
+                                                     "accuracy and calibration per arm",
+                                       description=train.__doc__.split("\n\n")[0],
+                                       formatter_class=argparse.ArgumentDefaultsHelpFormatter))
     sub.add_parser("kernels", add_help=False, help="compile every kernel for sm_80/sm_90 (no GPU needed) and "
                                                    "print registers, local memory and access widths")
     sub.add_parser("bench", add_help=False, help="time fastmix beside timm, torchvision and kornia (fastmix bench "
@@ -66,6 +72,10 @@ def main(argv=None) -> int:
     if args.command == "bench":
         from .bench import compare
         return compare.main(rest, prog="fastmix bench")
+    if args.command == "train":
+        if rest:
+            parser.error(f"unrecognised arguments: {' '.join(rest)}")
+        return train.main(args, " ".join(["fastmix"] + list(sys.argv[1:] if argv is None else argv)))
     from .kernels import aot
     return aot.main(rest)
 

@@ -1,13 +1,13 @@
 """How ``fastmix bench`` times a call, summarises the times, names the machine and reports progress."""
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import sys
 import time
 
 import torch
+
+from .._machine import describe as machine  # noqa: F401  (the line fastmix bench prints)
 
 
 def time_call(fn, device: torch.device, repeat: int) -> list[float]:
@@ -45,18 +45,6 @@ def summary(times: list[float]) -> tuple[float, float]:
     q = statistics.quantiles(times, n=4) if len(times) >= 4 else [min(times), statistics.median(times), max(times)]
     med = statistics.median(times)
     return med, (q[2] - q[0]) / med if med else 0.0
-
-
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name()
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s)"
 
 
 def progress(message: str) -> None:
