@@ -177,8 +177,9 @@ def _plain_eager(*tensors) -> bool:
     function modes, no subclasses. Then calling an op's implementation directly is exactly what
     the dispatcher would do, minus ~0.2 ms of Python in torch.library's layers (which dominates
     a step on small batches). Anything else goes through the registered op."""
+    if torch.compiler.is_compiling():  # first: dynamo cannot trace the two mode queries below
+        return False
     return (torch._C._len_torch_dispatch_stack() == 0 and not torch._C._is_torch_function_mode_enabled()
-            and not torch.compiler.is_compiling()
             and all(type(t) is torch.Tensor for t in tensors if t is not None))
 
 
