@@ -149,8 +149,8 @@ def _check_pairing(pairing) -> str:
     return pairing
 
 
-class _ImageMix:
-    """What FMix and SaliencyMix share: the targets' arguments, ``prob``, partners, the call."""
+class _MixArguments:
+    """The arguments every family member checks alike: ``prob``, ``pairing`` and the targets'."""
 
     def __init__(self, prob, pairing, label_smoothing, num_classes, generator, validate):
         self.prob = _checks.probability("prob", prob)
@@ -160,6 +160,10 @@ class _ImageMix:
         self.num_classes = _checks.integer("num_classes", num_classes, low=1)
         self.generator = generator
         self.validate = validate
+
+
+class _ImageMix(_MixArguments):
+    """What FMix and SaliencyMix share: the arguments, the plan, the call."""
 
     def plan(self, x: torch.Tensor) -> Plan:  # pragma: no cover - abstract
         raise NotImplementedError

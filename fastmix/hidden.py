@@ -39,7 +39,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from . import _checks, ops
-from .family_masks import PAIRINGS, _active, _check_pairing, draw_partner, mask_plan
+from .family_masks import _active, _MixArguments, draw_partner, mask_plan
 from .functional import apply
 from .plan import MIXUP, PERM, Plan, exact_complement, mixup_plan
 from .sampling import sample_beta, uniforms
@@ -74,7 +74,7 @@ def _layer_names(module: nn.Module, layers) -> tuple[str, ...]:
     return tuple(names)
 
 
-class _HiddenMix:
+class _HiddenMix(_MixArguments):
     """The call both methods share: choose a layer, hook it for one forward, mix, build targets."""
 
     def __init__(self, module, layers, prob, pairing, label_smoothing, num_classes, generator, validate):
@@ -82,13 +82,7 @@ class _HiddenMix:
             raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
         self.module = module
         self.layers = _layer_names(module, layers)
-        self.prob = _checks.probability("prob", prob)
-        self.pairing = _check_pairing(pairing)
-        self.label_smoothing = _checks.number("label_smoothing", label_smoothing, low=0.0, high=1.0,
-                                              high_open=True)
-        self.num_classes = _checks.integer("num_classes", num_classes, low=1)
-        self.generator = generator
-        self.validate = validate
+        super().__init__(prob, pairing, label_smoothing, num_classes, generator, validate)
         self._choice = None
         if generator is not None:
             self._choice = torch.Generator().manual_seed((generator.initial_seed() ^ _CHOICE_SALT) % (2**63))
