@@ -129,7 +129,7 @@ def test_fmix_label_weight_is_the_pixel_share(max_soft):
 
 
 @requires_triton
-@pytest.mark.parametrize("layout,dtype", [("nchw", torch.float32), ("nhwc", torch.uint8)])
+@pytest.mark.parametrize("layout,dtype", [("nchw", torch.float32), ("nhwc", torch.uint8), ("video", torch.bfloat16)])
 @pytest.mark.parametrize("max_soft", [0.0, 0.25], ids=["binary", "soft"])
 def test_fmix_kernel_equals_reference(layout, dtype, max_soft, gen):
     x = make_batch(layout, dtype, 6, 3, *SIZE, gen)
@@ -142,7 +142,8 @@ def test_fmix_kernel_equals_reference(layout, dtype, max_soft, gen):
         F.apply(out, plan.to(out.device))
     assert_close(out.cpu(), want, dtype, f"triton/{layout}/{dtype}/max_soft={max_soft}")
     kept = plan.mask == 0
-    assert torch.equal(raw_bytes(out.cpu()[:, 0][kept]), raw_bytes(x[:, 0][kept])), "rho = 0 must leave pixels alone"
+    first = (slice(None), 0) if x.dim() == 4 else (slice(None), 0, 0)
+    assert torch.equal(raw_bytes(out.cpu()[first][kept]), raw_bytes(x[first][kept])), "rho = 0 must leave pixels alone"
 
 
 def test_mask_plan_is_the_blend_it_says():
@@ -212,6 +213,50 @@ def test_saliencymix_label_weight_is_the_kept_area():
         assert float(plan.label_lam[i]) == pytest.approx(story.own, abs=1e-7), f"sample {i}: label vs kept area"
         check_row(soft, i, mixed_row(NUM_CLASSES, int(labels[i]), int(labels[j]), story.own), "saliencymix")
     assert cut >= 2
+
+
+@pytest.mark.parametrize("beta", [0.5, 2.0])
+def test_saliencymix_box_side_follows_beta(beta):
+    """With the peak at the centre of a 32 x 32 image no box is clipped, and its side is
+    floor(32 sqrt(1 - lam)): P(side <= c) = P(lam > 1 - ((c + 1) / 32) ** 2) = 1 - F(...)."""
+    batch, side = 3000, 32
+    x = torch.zeros(batch, 1, side, side)
+    x[:, :, side // 2, side // 2] = 1.0
+    plan = SaliencyMix(beta=beta, pairing="flip", generator=seeded(0)).plan(x)
+    box = plan.box[:, 0].double()
+    sides = box[:, 1] - box[:, 0]
+    assert torch.equal(sides, box[:, 3] - box[:, 2]), "a square image must give square boxes"
+    support = torch.arange(side + 1, dtype=torch.float64)
+    empirical = (sides[None, :] <= support[:, None]).double().mean(1)
+    model = 1.0 - BETA_CDF[beta]((1.0 - ((support + 1) / side) ** 2).clamp(min=0.0))
+    distance = float((empirical - model).abs().max())
+    assert distance < ks_one_sample_critical(batch), f"beta={beta}: KS distance {distance:.4f}"
+
+
+@pytest.mark.parametrize("cls", [FMix, SaliencyMix])
+def test_prob_zero_leaves_everything_alone(cls):
+    x = torch.rand(6, 3, *SIZE, generator=seeded(1))
+    before = raw_bytes(x)
+    out, soft = cls(prob=0.0, num_classes=NUM_CLASSES, generator=seeded(2))(x, torch.arange(6))
+    assert torch.equal(raw_bytes(out), before)
+    assert torch.equal(soft, torch.eye(NUM_CLASSES)[:6])
+
+
+@pytest.mark.parametrize("cls", [FMix, SaliencyMix])
+def test_grad_input_is_mixed_out_of_place(cls):
+    x = torch.rand(6, 3, *SIZE, generator=seeded(1), dtype=torch.float64).requires_grad_()
+    out, _ = cls(num_classes=NUM_CLASSES, pairing="flip", generator=seeded(4))(x, torch.arange(6))
+    plan = cls(pairing="flip", generator=seeded(4)).plan(x)
+    assert out is not x and torch.equal(out.detach(), oracle.expected(x.detach(), plan))
+    grad, = torch.autograd.grad(out.sum(), x)
+    # out[i] = own_i x[i] + (1 - own_i) x[p(i)] per pixel, so d sum / d x[j] = own_j + (1 - own_{p(j)})
+    # (flip: p is its own inverse); own is 1 - rho, or 0 inside a box and 1 outside
+    if plan.mask is not None:
+        own = 1.0 - plan.mask.double()
+    else:
+        own = torch.stack([1.0 - oracle.region_mask(plan, i, x[:, 0]).double() for i in range(6)])
+    want = (own + (1.0 - own)[plan.partner])[:, None].expand_as(x)
+    assert torch.allclose(grad, want, atol=1e-12), "the gradient is not the blend's transpose"
 
 
 @requires_triton
