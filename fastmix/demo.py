@@ -18,6 +18,7 @@ from typing import Callable, Optional
 import torch
 
 from . import v2
+from .family_masks import FMix, SaliencyMix
 from .transforms import Cutout, Mixup, RandomErasing
 
 # how one mix is called: (uint8 or float images (B, 3, H, W), int64 labels (B,)) -> (the images
@@ -61,6 +62,8 @@ METHODS: list[DemoMethod] = [
                                                                          generator=g), k), keeps_labels=True),
     DemoMethod("v2.MixUp", lambda k, g: v2.MixUp(alpha=1.0, num_classes=k, generator=g)),
     DemoMethod("v2.CutMix", lambda k, g: v2.CutMix(alpha=1.0, num_classes=k, generator=g)),
+    DemoMethod("FMix", lambda k, g: FMix(alpha=1.0, decay_power=3.0, pairing="flip", num_classes=k, generator=g)),
+    DemoMethod("SaliencyMix", lambda k, g: SaliencyMix(beta=1.0, pairing="flip", num_classes=k, generator=g)),
 ]
 
 

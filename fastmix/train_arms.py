@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import v2
+from .family_masks import FMix, SaliencyMix
 from .transforms import Mixup
 
 MixFn = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -99,3 +100,14 @@ register_arm(Arm("mixup-source", "the source's Mixup: alpha=0.2 on about one ima
 register_arm(Arm("timm", "timm's ImageNet recipe: Mixup 0.8 / CutMix 1.0, switch 0.5, smoothing 0.1",
                  _timm_mixup(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5, label_smoothing=0.1)))
 register_arm(Arm("cutmix", "torchvision-style CutMix, alpha=1.0, every batch", _torchvision_cutmix))
+
+
+def _family(cls, **kwargs) -> Callable[[int, torch.Generator], ArmSetup]:
+    def build(num_classes: int, generator: torch.Generator) -> ArmSetup:
+        return ArmSetup(cls(num_classes=num_classes, generator=generator, **kwargs))
+    return build
+
+
+# the mixup family, with the papers' default arguments (not in DEFAULT_ARMS: `--arms all` runs them)
+register_arm(Arm("fmix", "FMix, alpha=1.0, decay power 3", _family(FMix, alpha=1.0, decay_power=3.0)))
+register_arm(Arm("saliencymix", "SaliencyMix, beta=1.0", _family(SaliencyMix, beta=1.0)))

@@ -64,7 +64,8 @@ def test_captions_are_the_targets_the_transforms_returned():
     for row in rows:
         for i, (text, target) in enumerate(zip(row.captions, row.targets)):
             shown = parse_caption(text)
-            assert shown[0][0] == i, f"{row.name} sample {i}: caption {text!r} does not start with its own label"
+            if target[i] >= 0.005:   # a sample replaced all but a few pixels (FMix) shows no own weight
+                assert shown[0][0] == i, f"{row.name} sample {i}: caption {text!r} does not start with its own label"
             want = {k: float(w) for k, w in enumerate(target) if w >= 0.005}
             assert sorted(k for k, _ in shown) == sorted(want), f"{row.name} sample {i}: {text!r} vs {want}"
             for k, w in shown:
