@@ -1,0 +1,300 @@
+"""Piece plans (RICAP, DirichletMixup, ResizeMix): the reference against independent oracles, the
+label weight of every contributing sample equal to its pixel share, the draws against the papers'
+distributions, bad arguments and hostile plans refused, and the Triton pass (under the
+interpreter without a GPU) equal to the reference, with its traffic counted.
+
+Pixel shares are read from *one-hot channel* batches: sample ``c`` holds 1 in channel ``c`` and 0
+elsewhere, so channel ``c`` of an output, averaged over its pixels, is exactly the share of sample
+``c`` in it, whatever the method did (pasting, blending, resizing a constant is the constant).
+"""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastmix import draws
+from fastmix.family import DirichletMixup, RICAP, ResizeMix, dirichlet_plan, resizemix_plan, ricap_plan
+from fastmix.pieces import PiecePlan, apply_pieces, apply_pieces_reference, piece_plan, pieces_targets
+from helpers import (assert_close, assert_uniform_ints, backend, ks_one_sample, ks_one_sample_critical, requires_triton,
+                     seeded)
+
+H, W = 8, 12
+
+
+# --------------------------------------------------------------------------------------------
+# closed forms the tests compare against (nothing from the code under test)
+# --------------------------------------------------------------------------------------------
+
+def incomplete_beta(x: float, a: float, b: float) -> float:
+    """Regularised incomplete beta I_x(a, b) by its power series (x <= 1/2; symmetry above)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    if x > 0.5:
+        return 1.0 - incomplete_beta(1.0 - x, b, a)
+    log_beta = math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+    total, coeff = 0.0, 1.0                         # coeff = (1 - b)_n / n!
+    for n in range(200):
+        total += coeff * a / (a + n) * x ** n
+        coeff *= (n + 1 - b) / (n + 1)
+    return math.exp(a * math.log(x) - log_beta) / a * total
+
+
+def onehot_batch(b: int, dtype=torch.float32, channels_last=False, scale=1.0) -> torch.Tensor:
+    x = torch.zeros(b, b, H, W, dtype=torch.float64)
+    x[torch.arange(b), torch.arange(b)] = scale
+    x = x.to(dtype)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def shares(out: torch.Tensor, scale=1.0) -> torch.Tensor:
+    """(B, B): share of sample c in output i, from the pixels of a one-hot batch."""
+    return out.double().mean((2, 3)) / scale
+
+
+# --------------------------------------------------------------------------------------------
+# the reference against oracles written independently
+# --------------------------------------------------------------------------------------------
+
+def loop_oracle(x: torch.Tensor, src, weight, dst_box, src_box, resize: str) -> torch.Tensor:
+    """Pixel by pixel (float64): each piece's source crop resized with F.interpolate into its
+    destination box, weighted and summed; uncovered pixels keep their value."""
+    out = x.double().clone()
+    b = x.shape[0]
+    for i in range(b):
+        acc = torch.zeros_like(out[i])
+        covered = torch.zeros(x.shape[2:], dtype=torch.bool)
+        for j in range(src.shape[1]):
+            y0, y1, x0, x1 = dst_box[i, j].tolist()
+            sy0, sy1, sx0, sx1 = src_box[i, j].tolist()
+            if y1 <= y0 or x1 <= x0:
+                continue
+            crop = x[int(src[i, j]), :, sy0:sy1, sx0:sx1].double()[None]
+            kw = dict(mode=resize) if resize == "nearest" else dict(mode="bilinear", align_corners=False)
+            piece = F.interpolate(crop, size=(y1 - y0, x1 - x0), **kw)[0]
+            acc[:, y0:y1, x0:x1] += float(weight[i, j]) * piece
+            covered[y0:y1, x0:x1] = True
+        out[i] = torch.where(covered, acc, out[i])
+    return out
+
+
+def hand_plan(resize="nearest", seed=0):
+    """Three samples, three pieces: a translation, a downscale and an upscale (overlapping)."""
+    src = torch.tensor([[2, 0, 1], [1, 2, 2], [0, 0, 1]])
+    weight = torch.tensor([[0.5, 0.25, 0.25], [1.0, 0.3, 0.7], [0.6, 0.4, 0.0]])
+    dst = torch.tensor([[[0, 4, 0, 6], [2, 7, 3, 12], [0, 8, 0, 12]],
+                        [[1, 5, 2, 8], [5, 8, 0, 3], [5, 8, 0, 3]],
+                        [[0, 8, 0, 12], [3, 5, 4, 10], [0, 0, 0, 0]]], dtype=torch.int32)
+    srcb = torch.tensor([[[3, 7, 5, 11], [0, 8, 0, 12], [0, 8, 0, 12]],
+                         [[0, 4, 0, 6], [2, 4, 7, 9], [0, 8, 0, 12]],
+                         [[0, 8, 0, 12], [1, 8, 2, 5], [0, 0, 0, 0]]], dtype=torch.int32)
+    return piece_plan(src, weight, dst, srcb, (H, W), resize)
+
+
+@pytest.mark.parametrize("resize", ["nearest", "bilinear"])
+def test_reference_matches_the_loop_oracle(resize):
+    x = torch.randn(3, 2, H, W, generator=seeded(1))
+    plan = hand_plan(resize)
+    want = loop_oracle(x, plan.src, plan.weight, plan.dst_box, plan.src_box, resize)
+    assert_close(apply_pieces_reference(x, plan), want.float(), torch.float32, f"reference ({resize})")
+    # channels_last input: the same values, the layout kept
+    out = apply_pieces_reference(x.contiguous(memory_format=torch.channels_last), plan)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    assert_close(out, want.float(), torch.float32, f"reference NHWC ({resize})")
+
+
+def test_reference_uint8_rounds_half_to_even_and_uncovered_pixels_are_bit_exact():
+    x = torch.full((2, 1, H, W), 3, dtype=torch.uint8)
+    x[1] = 4
+    box = torch.tensor([[[0, 4, 0, 4]], [[0, 4, 0, 4]]], dtype=torch.int32)
+    plan = piece_plan(torch.tensor([[1], [0]]), torch.tensor([[0.625], [0.625]]), box, box, (H, W))
+    out = apply_pieces_reference(x, plan)
+    assert out[0, 0, 0, 0] == 2 and out[1, 0, 0, 0] == 2        # 0.625 * 4 = 2.5 -> 2; 0.625 * 3 = 1.875 -> 2
+    assert torch.equal(out[:, :, 4:], x[:, :, 4:]) and torch.equal(out[:, :, :, 4:], x[:, :, :, 4:])
+    xf = torch.randn(2, 1, H, W)
+    xf[0, 0, 6, 6] = float("nan")
+    xf[0, 0, 7, 7] = -0.0
+    got = apply_pieces_reference(xf, plan)
+    assert torch.isnan(got[0, 0, 6, 6]) and torch.equal(got.view(torch.int32)[0, 0, 7], xf.view(torch.int32)[0, 0, 7])
+
+
+# --------------------------------------------------------------------------------------------
+# label weight = pixel share, for every method
+# --------------------------------------------------------------------------------------------
+
+METHODS = [
+    ("ricap", lambda **kw: RICAP(beta=0.3, **kw)),
+    ("dirichlet", lambda **kw: DirichletMixup(alpha=1.0, k=3, **kw)),
+    ("resizemix_nearest", lambda **kw: ResizeMix(scope=(0.1, 0.8), mode="nearest", **kw)),
+    ("resizemix_bilinear", lambda **kw: ResizeMix(scope=(0.3, 0.9), mode="bilinear", **kw)),
+]
+
+
+@pytest.mark.parametrize("name,make", METHODS, ids=[m[0] for m in METHODS])
+@pytest.mark.parametrize("dtype,channels_last", [(torch.float32, False), (torch.float32, True),
+                                                  (torch.uint8, False)])
+def test_label_weight_is_the_pixel_share(name, make, dtype, channels_last):
+    b, k = 6, 20
+    scale = 255.0 if dtype == torch.uint8 else 1.0
+    labels = torch.randperm(k, generator=seeded(3))[:b]
+    x = onehot_batch(b, dtype, channels_last, scale)
+    op = make(num_classes=k, label_smoothing=0.0, generator=seeded(11))
+    out, soft = op(x, labels)
+    assert out.dtype == dtype and soft.dtype == torch.float32 and soft.shape == (b, k)
+    got = shares(out, scale)
+    # uint8: a blended pixel is within half a level of its value
+    tol = 0.5 / scale + 1e-6 if dtype == torch.uint8 and name != "ricap" else 1e-6
+    want = soft[:, labels].double()
+    assert (got - want).abs().max() <= tol, f"{name}: pixel shares {got} vs label weights {want}"
+    assert torch.allclose(soft.sum(1), torch.ones(b), atol=1e-6)
+    smoothed = make(num_classes=k, label_smoothing=0.1, generator=seeded(11))(x, labels)[1]
+    assert torch.allclose(smoothed, soft * 0.9 + 0.1 / k, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,make", METHODS, ids=[m[0] for m in METHODS])
+def test_unselected_samples_keep_themselves_and_batch_of_one(name, make):
+    x = torch.randn(4, 3, H, W, generator=seeded(5))
+    out, soft = make(num_classes=5, prob=0.0, label_smoothing=0.0)(x, torch.arange(4))
+    assert torch.equal(out, x) and torch.equal(soft, torch.eye(5)[:4])
+    out1, soft1 = make(num_classes=5, label_smoothing=0.0, generator=seeded(2))(x[:1], torch.tensor([3]))
+    # a batch of one mixes with itself: every piece is its own, so is the whole label
+    assert out1.shape == x[:1].shape and torch.allclose(soft1, torch.eye(5)[3:4])
+    if name == "dirichlet":
+        assert_close(out1, x[:1], torch.float32, "a blend of one sample with itself")
+
+
+def test_per_sample_prob_selects_about_prob_of_the_samples():
+    plan = dirichlet_plan(2000, (H, W), prob=0.3, generator=seeded(4))
+    mixed = plan.dst_box[:, 0, 1] > 0
+    n = int(mixed.sum())
+    assert abs(n - 600) < 4.5 * math.sqrt(2000 * 0.3 * 0.7)
+
+
+# --------------------------------------------------------------------------------------------
+# distributions
+# --------------------------------------------------------------------------------------------
+
+def _discrete_ks(values: torch.Tensor, cdf_at) -> float:
+    """sup over integers n of |F_emp(n) - F(n)| (a lower bound of the continuous KS statistic,
+    so the continuous critical value is conservative)."""
+    values = values.long()
+    lo, hi = int(values.min()), int(values.max())
+    grid = torch.arange(lo - 1, hi + 1)
+    emp = (values[None, :] <= grid[:, None]).double().mean(1)
+    return float((emp - torch.tensor([cdf_at(int(n)) for n in grid], dtype=torch.float64)).abs().max())
+
+
+def _jittered_uniform(pos: torch.Tensor, count: torch.Tensor, gen) -> torch.Tensor:
+    """An integer uniform on 0..count-1 plus U(0, 1) jitter, over count: U(0, 1) exactly."""
+    return (pos.double() + torch.rand(pos.shape, generator=gen, dtype=torch.float64)) / count.double()
+
+
+def test_ricap_boundary_is_round_of_beta_and_crops_are_uniform():
+    n, size, beta = 3000, (40, 60), 0.3
+    plan = ricap_plan(n, size, beta=beta, generator=seeded(7))
+    h, w = plan.dst_box[:, 0, 1], plan.dst_box[:, 0, 3]
+    for what, v, side in (("h", h, size[0]), ("w", w, size[1])):
+        stat = _discrete_ks(v, lambda m: incomplete_beta((m + 0.5) / side, beta, beta))
+        assert stat < ks_one_sample_critical(n), f"RICAP boundary {what}: KS {stat:.4f}"
+    # quadrants tile the image, sources are the same size, each partner column a permutation
+    area = ((plan.dst_box[..., 1] - plan.dst_box[..., 0]) * (plan.dst_box[..., 3] - plan.dst_box[..., 2])).sum(1)
+    assert torch.equal(area, torch.full((n,), size[0] * size[1]))
+    assert torch.equal(plan.src_box[..., 1] - plan.src_box[..., 0], plan.dst_box[..., 1] - plan.dst_box[..., 0])
+    assert torch.equal(plan.src.sort(0).values, torch.arange(n)[:, None].expand(n, 4))
+    gen = seeded(8)
+    for k in range(4):
+        qh = plan.src_box[:, k, 1] - plan.src_box[:, k, 0]
+        qw = plan.src_box[:, k, 3] - plan.src_box[:, k, 2]
+        for pos, count in ((plan.src_box[:, k, 0], size[0] - qh + 1), (plan.src_box[:, k, 2], size[1] - qw + 1)):
+            stat = ks_one_sample(_jittered_uniform(pos, count, gen), lambda t: t.clamp(0, 1))
+            assert stat < ks_one_sample_critical(n), f"RICAP crop of quadrant {k}: KS {stat:.4f}"
+
+
+@pytest.mark.parametrize("alpha,k", [(1.0, 3), (0.5, 4)])
+def test_dirichlet_marginals_are_beta(alpha, k):
+    n = 3000
+    plan = dirichlet_plan(n, (H, W), alpha=alpha, k=k, generator=seeded(9))
+    assert torch.allclose(plan.weight.sum(1), torch.ones(n), atol=1e-6)
+    b = (k - 1) * alpha
+    for j in (0, k - 1):
+        stat = ks_one_sample(plan.weight[:, j], lambda t: torch.tensor([incomplete_beta(float(v), alpha, b)
+                                                                          for v in t], dtype=torch.float64))
+        assert stat < ks_one_sample_critical(n), f"Dirichlet weight {j}: KS {stat:.4f} vs Beta({alpha}, {b})"
+    assert torch.equal(plan.src[:, 0], torch.arange(n))
+
+
+def test_resizemix_tau_is_uniform_and_the_box_position_too():
+    n, size, scope = 3000, (500, 300), (0.1, 0.8)
+    plan = resizemix_plan(n, size, scope=scope, generator=seeded(10))
+    box = plan.dst_box[:, 0]
+    for side, lo, hi in ((size[0], box[:, 0], box[:, 1]), (size[1], box[:, 2], box[:, 3])):
+        stat = _discrete_ks(hi - lo, lambda m: min(max(((m + 0.5) / side - scope[0]) / (scope[1] - scope[0]), 0), 1))
+        assert stat < ks_one_sample_critical(n), f"ResizeMix box side: KS {stat:.4f}"
+        stat = ks_one_sample(_jittered_uniform(lo, side - (hi - lo) + 1, seeded(12)), lambda t: t.clamp(0, 1))
+        assert stat < ks_one_sample_critical(n), f"ResizeMix box position: KS {stat:.4f}"
+    fixed = resizemix_plan(800, (H, W), scope=(0.5, 0.5), generator=seeded(13)).dst_box[:, 0]
+    assert_uniform_ints(fixed[:, 0], H - 4 + 1, "ResizeMix y0")
+    assert_uniform_ints(fixed[:, 2], W - 6 + 1, "ResizeMix x0")
+    own = 1 - (box[:, 1] - box[:, 0]).double() * (box[:, 3] - box[:, 2]).double() / (size[0] * size[1])
+    assert torch.allclose(plan.label_weight[:, 1].double(), own, atol=1e-7)
+
+
+# --------------------------------------------------------------------------------------------
+# bad arguments and hostile plans
+# --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make,name", [
+    (lambda: RICAP(beta=0), "beta"), (lambda: RICAP(beta=-1.0), "beta"), (lambda: RICAP(prob=1.5), "prob"),
+    (lambda: RICAP(num_classes=0), "num_classes"), (lambda: RICAP(label_smoothing=1.0), "label_smoothing"),
+    (lambda: DirichletMixup(alpha=0.0), "alpha"), (lambda: DirichletMixup(k=1), "k"),
+    (lambda: DirichletMixup(k=2.5), "k"), (lambda: ResizeMix(scope=(0.5, 0.2)), "scope"),
+    (lambda: ResizeMix(scope=(0.0, 0.5)), "scope"), (lambda: ResizeMix(scope=(0.5, 1.5)), "scope"),
+    (lambda: ResizeMix(mode="cubic"), "mode"), (lambda: ResizeMix(scope=0.5), "scope"),
+    (lambda: RICAP(generator=3), "generator"),
+])
+def test_bad_constructor_arguments_name_the_argument(make, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        make()
+
+
+def _good():
+    src = torch.tensor([[1], [0]])
+    box = torch.tensor([[[0, 4, 0, 4]], [[2, 6, 1, 9]]], dtype=torch.int32)
+    return dict(src=src, weight=torch.ones(2, 1), dst_box=box, src_box=box.clone(), size=(H, W))
+
+
+@pytest.mark.parametrize("field,value", [
+    ("src", torch.tensor([[2], [0]])), ("src", torch.tensor([[-1], [0]])), ("src", torch.tensor([[1], [0]]).int()),
+    ("weight", torch.tensor([[float("nan")], [1.0]])), ("weight", torch.ones(2, 2)),
+    ("dst_box", torch.tensor([[[0, 9, 0, 4]], [[0, 1, 0, 1]]], dtype=torch.int32)),
+    ("dst_box", torch.tensor([[[3, 2, 0, 4]], [[0, 1, 0, 1]]], dtype=torch.int32)),
+    ("dst_box", torch.tensor([[[0, 4, -1, 4]], [[0, 1, 0, 1]]], dtype=torch.int32)),
+    ("src_box", torch.tensor([[[0, 4, 0, 13]], [[0, 1, 0, 1]]], dtype=torch.int32)),
+    ("src_box", torch.tensor([[[0, 0, 0, 4]], [[0, 1, 0, 1]]], dtype=torch.int32)),
+    ("resize", "cubic"),
+])
+def test_hostile_user_plans_are_refused_naming_the_field(field, value):
+    args = _good()
+    args[field] = value
+    with pytest.raises((ValueError, TypeError), match=field):
+        piece_plan(**args)
+    # a plan built by hand is checked when applied, before anything is computed
+    plan = piece_plan(**_good())
+    forged = PiecePlan(**{**{k: getattr(plan, k) for k in ("src", "weight", "dst_box", "src_box", "label_row",
+                                                               "label_weight", "size", "resize")}, field: value})
+    with pytest.raises((ValueError, TypeError), match=field):
+        apply_pieces(torch.zeros(2, 3, H, W), forged)
+
+
+def test_plan_and_batch_must_agree():
+    plan = piece_plan(**_good())
+    with pytest.raises(ValueError, match="plan"):
+        apply_pieces(torch.zeros(3, 3, H, W), plan)
+    with pytest.raises(ValueError, match="plan"):
+        apply_pieces(torch.zeros(2, 3, H, W + 1), plan)
+    with pytest.raises(TypeError, match="x"):
+        apply_pieces(torch.zeros(2, 3, H, W, dtype=torch.int32), plan)
+    with pytest.raises(ValueError, match="target"):
+        RICAP(num_classes=5)(torch.zeros(2, 3, H, W), torch.tensor([0, 7]))
