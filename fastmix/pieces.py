@@ -257,14 +257,18 @@ def _nearest(d: torch.Tensor, start, length_in, length_out, limit: int) -> torch
 
 
 def _bilinear(d: torch.Tensor, start, length_in, length_out, limit: int):
-    """``(i0, i1, l0, l1)`` of destination offsets ``d``: the two source indices and weights."""
+    """``(i0, i1, l0, l1)`` of destination offsets ``d``: the two source indices and weights (one
+    tap of weight 1 where both would be the same pixel, at the far edge)."""
     scale = length_in.float() / length_out.clamp_min(1).float()
     s = ((d.float() + 0.5) * scale - 0.5).clamp_min(0.0)
     i0 = s.floor()
     l1 = s - i0
     i0 = i0.long()
+    one = i0 + 1 >= length_in                                 # the far edge: both taps are one pixel
+    l1 = torch.where(one, 0.0, l1)
+    l0 = torch.where(one, 1.0, 1.0 - l1)
     i1 = torch.minimum(i0 + 1, length_in - 1)
-    return ((start + i0).clamp(0, limit - 1), (start + i1).clamp(0, limit - 1), 1.0 - l1, l1)
+    return ((start + i0).clamp(0, limit - 1), (start + i1).clamp(0, limit - 1), l0, l1)
 
 
 def _term(weight, value):

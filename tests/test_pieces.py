@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from fastmix import draws
 from fastmix.family import DirichletMixup, RICAP, ResizeMix, dirichlet_plan, resizemix_plan, ricap_plan
 from fastmix.pieces import PiecePlan, apply_pieces, apply_pieces_reference, piece_plan, pieces_targets
-from helpers import (assert_close, assert_uniform_ints, backend, ks_one_sample, ks_one_sample_critical, requires_triton,
-                     seeded)
+from helpers import (HAS_CUDA, KERNEL_DEVICE, assert_close, assert_uniform_ints, backend, ks_one_sample,
+                     ks_one_sample_critical, requires_triton, seeded)
 
 H, W = 8, 12
 
@@ -298,3 +298,138 @@ def test_plan_and_batch_must_agree():
         apply_pieces(torch.zeros(2, 3, H, W, dtype=torch.int32), plan)
     with pytest.raises(ValueError, match="target"):
         RICAP(num_classes=5)(torch.zeros(2, 3, H, W), torch.tensor([0, 7]))
+
+
+# --------------------------------------------------------------------------------------------
+# the Triton pass (under the interpreter without a GPU) against the reference
+# --------------------------------------------------------------------------------------------
+
+def _kernel():
+    from fastmix.kernels import pieces
+    return pieces
+
+
+def _batch(dtype, channels_last, b=3, c=2, seed=0):
+    gen = seeded(seed)
+    if dtype == torch.uint8:
+        x = torch.randint(0, 256, (b, c, H, W), generator=gen, dtype=torch.uint8)
+    else:
+        x = torch.randn(b, c, H, W, generator=gen).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    return x.to(KERNEL_DEVICE)
+
+
+def raw_bits(t: torch.Tensor) -> torch.Tensor:
+    """The tensor's elements as integers of its width (so -0.0 and +0.0 differ)."""
+    return t.contiguous().view({1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[t.element_size()])
+
+
+def _assert_kernel_matches(got, want, dtype, what):
+    assert got.dtype == want.dtype and got.stride() == want.stride(), f"{what}: dtype or layout differ"
+    # the interpreter computes the reference's float32 operations one by one: bit for bit; a GPU
+    # may contract (d + 0.5) * scale - 0.5 into one FMA, which moves a bilinear tap by an ulp
+    got, want = got.cpu(), want.cpu()
+    if dtype.is_floating_point:
+        assert torch.equal(torch.isnan(got), torch.isnan(want)), f"{what}: NaN in different places"
+        got, want = (torch.where(torch.isnan(t), 0.0, t).to(dtype) for t in (got, want))
+    if HAS_CUDA:
+        assert_close(got, want, dtype, what)
+    else:
+        assert torch.equal(raw_bits(got), raw_bits(want)), f"{what}: not bit for bit: " \
+            f"{int((got != want).sum())} differ, largest {float((got.double() - want.double()).abs().max())}"
+
+
+@requires_triton
+@pytest.mark.parametrize("dtype,channels_last,resize", [
+    (torch.float32, False, "nearest"), (torch.float32, False, "bilinear"),
+    (torch.float32, True, "nearest"), (torch.float32, True, "bilinear"),
+    (torch.float16, True, "bilinear"), (torch.bfloat16, False, "bilinear"), (torch.bfloat16, True, "nearest"),
+    (torch.uint8, False, "bilinear"), (torch.uint8, True, "nearest"), (torch.float64, False, "bilinear"),
+])
+def test_kernel_equals_reference_on_a_hand_plan(dtype, channels_last, resize):
+    x = _batch(dtype, channels_last)
+    if dtype.is_floating_point:                              # NaN spreads only where it is read; -0.0 copies
+        x[0, 0, 3, 5], x[1, 0, 0, 0], x[1, 1, 2, 1] = float("nan"), -0.0, -0.0
+    plan = hand_plan(resize).to(x.device)
+    want = apply_pieces_reference(x, plan)
+    _assert_kernel_matches(_kernel().apply_pieces(x, plan), want, dtype, f"kernel {dtype} {resize}")
+
+
+@requires_triton
+@pytest.mark.parametrize("name,make", METHODS, ids=[m[0] for m in METHODS])
+def test_kernel_equals_reference_on_each_method(name, make):
+    x = _batch(torch.float32, name == "dirichlet", b=4, c=2, seed=4)
+    y = torch.arange(4, device=x.device)
+    with backend("triton"):
+        got, soft = make(num_classes=4, generator=seeded(21))(x, y)
+    with backend("reference"):
+        want, soft_ref = make(num_classes=4, generator=seeded(21))(x, y)
+    _assert_kernel_matches(got, want, torch.float32, name)
+    assert torch.equal(soft, soft_ref)
+
+
+@requires_triton
+def test_kernel_touches_no_memory_outside_its_tensors_on_a_forged_plan():
+    """A plan marked checked whose every index is hostile: the pass clamps, so every load lies in
+    x and every store in the output (both watched inside larger guard buffers)."""
+    from fastmix.kernels import traffic
+
+    b, c = 2, 2
+    numel = b * c * H * W
+    guard_in, guard_out = torch.zeros(3 * numel), torch.zeros(3 * numel)
+    x = guard_in[numel:2 * numel].view(b, c, H, W).normal_(generator=seeded(1))
+    out = guard_out[numel:2 * numel].view(b, c, H, W)
+    box = torch.tensor([[[-5, 40, -9, 99]], [[3, 2, 7, 1 << 30]]], dtype=torch.int32)
+    for resize in ("nearest", "bilinear"):
+        forged = PiecePlan(src=torch.tensor([[-7], [99]]), weight=torch.ones(b, 1), dst_box=box,
+                           src_box=torch.tensor([[[-100, 3, 50, -50]], [[7, 7, -1, 1 << 30]]], dtype=torch.int32),
+                           label_row=torch.zeros(b, 1, dtype=torch.int64), label_weight=torch.ones(b, 1),
+                           size=(H, W), resize=resize, checked=True)
+        with traffic.count(guard_in, guard_out) as t:
+            _kernel().apply_pieces(x, forged, out=out)
+        loads = torch.cat([torch.from_numpy(a) for a, _, _ in t._loads])
+        stores = torch.cat([torch.from_numpy(a) for a, _, _ in t._stores])
+        lo_x, lo_o = x.data_ptr(), out.data_ptr()
+        assert int(loads.min()) >= lo_x and int(loads.max()) < lo_x + 4 * numel, f"{resize}: a load outside x"
+        assert int(stores.min()) >= lo_o and int(stores.max()) < lo_o + 4 * numel, f"{resize}: a store outside out"
+        assert t.bytes_stored == 4 * numel and t.rewritten_bytes == 0
+
+
+# --------------------------------------------------------------------------------------------
+# traffic: what the pass moves against what the plan needs
+# --------------------------------------------------------------------------------------------
+
+def _taps(d, n_in, n_out):
+    """Bilinear taps of destination offsets ``d`` (the docstring's float32 formula): 1 or 2."""
+    s = ((d.float() + 0.5) * (torch.tensor(float(n_in)) / float(n_out)) - 0.5).clamp_min(0)
+    return torch.where((s == s.floor()) | (s.floor() + 1 >= n_in), 1, 2)
+
+
+@requires_triton
+@pytest.mark.parametrize("name,make", METHODS, ids=[m[0] for m in METHODS])
+def test_traffic_is_what_the_plan_needs(name, make):
+    """Every output byte is stored once; each output element loads exactly the source elements its
+    value depends on: one per piece with a non-zero weight (RICAP and nearest ResizeMix: one in
+    all; k-way Mixup: k), a bilinear box pixel its distinct taps (1, 2 or 4)."""
+    from fastmix.kernels import traffic
+
+    b, c = 4, 2
+    x = _batch(torch.float32, False, b=b, c=c, seed=6)
+    plan = make(num_classes=4, generator=seeded(30)).plan(x)
+    out = torch.empty_like(x)
+    with traffic.count(x, out) as t:
+        _kernel().apply_pieces(x, plan, out=out)
+    assert t.bytes_stored == out.numel() * 4 and t.rewritten_bytes == 0, f"{name}: stores"
+    assert t.shared_bytes == 0
+    if name == "dirichlet":
+        nonzero = int((plan.weight != 0).sum(1).sum())
+        ideal = nonzero * c * H * W
+    elif name == "resizemix_bilinear":
+        ideal = 0
+        for i in range(b):
+            y0, y1, x0, x1 = plan.dst_box[i, 0].tolist()
+            box_taps = int(_taps(torch.arange(y1 - y0), H, y1 - y0).sum()) * int(_taps(torch.arange(x1 - x0), W, x1 - x0).sum())
+            ideal += c * (box_taps + H * W - (y1 - y0) * (x1 - x0))
+    else:
+        ideal = b * c * H * W
+    assert t.bytes_loaded == ideal * 4, f"{name}: loaded {t.bytes_loaded} B, the plan needs {ideal * 4} B"
