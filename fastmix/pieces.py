@@ -46,6 +46,7 @@ from .layout import Layout, describe, spatial_size
 from .reference import compute_dtype, view4
 
 RESIZE_MODES = ("nearest", "bilinear")
+MAX_KERNEL_SIDE = 46340    # kernels/pieces.py's MAX_SIDE: larger images take the reference
 PIECE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8)
 
 
@@ -354,9 +355,10 @@ def pieces_targets(labels: torch.Tensor, plan: PiecePlan, num_classes: int, smoo
 def apply_pieces(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
     """Apply ``plan`` to ``x`` out of place: the Triton pass where :func:`fastmix.ops.backend_for`
     picks Triton (CUDA, or ``FASTMIX_BACKEND=triton`` under the interpreter) and no gradient is
-    wanted; else the reference (vectorised torch, differentiable)."""
+    wanted and the image sides fit its int32 index arithmetic; else the reference (vectorised
+    torch, differentiable)."""
     check_for(x, plan)
-    if ops.backend_for(x) == "triton" and not ops.grad_wanted(x):
+    if ops.backend_for(x) == "triton" and not ops.grad_wanted(x) and max(plan.size) <= MAX_KERNEL_SIDE:
         from .kernels import pieces as kernel
         return kernel.apply_pieces(x, plan)
     return apply_pieces_reference(x, plan)

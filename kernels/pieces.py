@@ -27,8 +27,10 @@ def _clamp(v, lo, hi):
 
 @triton.jit
 def _nearest(d, start, length_in, length_out, limit):
-    """Source index of destination offsets ``d``: ``start + floor(d * in / out)`` in exact integers."""
-    return _clamp(start + (d.to(tl.int64) * length_in) // tl.maximum(length_out, 1), 0, limit - 1).to(tl.int32)
+    """Source index of destination offsets ``d``: ``start + floor(d * in / out)`` in exact int32
+    arithmetic (the launcher keeps sides below ``MAX_SIDE``, so ``d * in`` fits; a 64-bit
+    division would be a call with a stack frame)."""
+    return _clamp(start + (d * length_in) // tl.maximum(length_out, 1), 0, limit - 1)
 
 
 @triton.jit
@@ -78,8 +80,6 @@ def _pieces_kernel(
     col = ln // lane_scale
     chan = ln % lane_scale
     s_plane = plane.to(tl.int64) * s_stride_plane
-    own_offs = s_plane + r.to(tl.int64) * s_stride_row + ln
-    dst_offs = plane.to(tl.int64) * d_stride_plane + r.to(tl.int64) * d_stride_row + ln
     # -0.0 by its bits (Triton folds a literal -0.0 into +0.0): the sum's start, so a copy is exact
     if cdt == tl.float64:
         neg_zero = tl.full((), 0x8000000000000000, tl.uint64).to(tl.float64, bitcast=True)
@@ -136,17 +136,25 @@ def _pieces_kernel(
                     value = tl.load(base + sr.to(tl.int64) * s_stride_row + sc * lane_scale + chan, mask=need,
                                     other=0.0).to(cdt)
                 acc = tl.where(need, acc + w.to(cdt) * value, acc)
-        own = tl.load(src_ptr + i * s_stride_batch + own_offs, mask=inside & ~covered)
+        # offsets computed here, not kept live through the pieces (registers: ptxas spilled them)
+        own = tl.load(src_ptr + i * s_stride_batch + s_plane + r.to(tl.int64) * s_stride_row + ln,
+                      mask=inside & ~covered)
         out = tl.where(covered, _to_storage(acc, dtype), own)
+        dst_offs = plane.to(tl.int64) * d_stride_plane + r.to(tl.int64) * d_stride_row + ln
         tl.store(dst_ptr + i * d_stride_batch + dst_offs, out, mask=inside)
+
+
+TILE_ELEMENTS, PER_THREAD = 1024, 4
+MAX_SIDE = 46340            # largest H and W for which (offset * side) fits in int32
 
 
 def tile_shape(layout) -> tuple[int, int, int]:
     """(BLOCK_R, BLOCK_L, num_warps): whole rows up to 128 lanes (the gathers are element-wise
-    whatever the alignment), about 2048 elements a tile (8 a thread at 8 warps)."""
+    whatever the alignment), about 1024 elements a tile, 4 a thread (each element carries its
+    own source indices through every piece: more per thread spill on sm_80)."""
     block_l = min(128, pow2_at_least(layout.lanes))
-    block_r = max(1, min(pow2_at_least(layout.rows), 2048 // block_l))
-    num_warps = max(1, min(8, block_r * block_l // 256))
+    block_r = max(1, min(pow2_at_least(layout.rows), TILE_ELEMENTS // block_l))
+    num_warps = max(1, min(8, block_r * block_l // (32 * PER_THREAD)))
     return block_r, block_l, num_warps
 
 
@@ -158,6 +166,8 @@ def apply_pieces(x: torch.Tensor, plan, out=None) -> torch.Tensor:
     from fastmix.pieces import check_for, empty_out
 
     lay = check_for(x, plan)
+    if max(lay.rows, lay.width) > MAX_SIDE:
+        raise ValueError(f"x: images of {lay.rows}x{lay.width} pixels; the Triton pass takes sides up to {MAX_SIDE}")
     if out is None:
         out = empty_out(x)
     out_lay = describe(out, spatial=True)

@@ -433,3 +433,31 @@ def test_traffic_is_what_the_plan_needs(name, make):
     else:
         ideal = b * c * H * W
     assert t.bytes_loaded == ideal * 4, f"{name}: loaded {t.bytes_loaded} B, the plan needs {ideal * 4} B"
+
+
+@requires_triton
+@pytest.mark.slow
+def test_piece_variants_compile_for_sm80_and_sm90_without_local_memory(tmp_path):
+    """The ``fastmix kernels`` variants of the piece pass (a subprocess: the kernels must not be
+    the interpreter's); ``tests/test_compile.py`` runs the whole table."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "pieces.json"
+    script = ("import json, sys\nfrom concurrent.futures import ProcessPoolExecutor\nfrom dataclasses import asdict\n"
+              "from fastmix.kernels import aot\n"
+              "jobs = [j for j in aot.jobs() if j[0].startswith('pieces')]\n"
+              "with ProcessPoolExecutor(2) as pool:\n    reps = list(pool.map(aot.compile_one, *zip(*jobs)))\n"
+              "json.dump([asdict(r) for r in reps], open(sys.argv[1], 'w'))\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert out.exists(), proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert {r["kernel"] for r in rows} == {"pieces_ricap", "pieces_dirichlet", "pieces_resize_bilinear"}
+    assert {r["arch"] for r in rows} == {80, 90}
+    failed = [f"{r['kernel']}/sm_{r['arch']}/{r['dtype']}: {r['error'] or str(r['local_bytes']) + ' B local'}"
+              for r in rows if r["error"] or r["local_bytes"]]
+    assert not failed, "; ".join(failed)
