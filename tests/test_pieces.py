@@ -153,6 +153,18 @@ def test_label_weight_is_the_pixel_share(name, make, dtype, channels_last):
     assert torch.allclose(smoothed, soft * 0.9 + 0.1 / k, atol=1e-6)
 
 
+@pytest.mark.parametrize("resize", ["nearest", "bilinear"])
+def test_label_pieces_of_a_hand_plan_are_the_pixel_shares(resize):
+    """Overlapping pieces, weights that do not sum to one, an uncovered part, a zero-weight piece:
+    piece_plan's label weights are still each sample's share of the output's pixels."""
+    labels = torch.tensor([7, 2, 5])
+    plan = hand_plan(resize)
+    out = apply_pieces_reference(onehot_batch(3), plan)
+    soft = pieces_targets(labels, plan, 8, 0.0)
+    assert torch.allclose(shares(out), soft[:, labels].double(), atol=1e-6)
+    assert soft[1, 2] > 0      # sample 1 keeps part of itself: the uncovered pixels
+
+
 @pytest.mark.parametrize("name,make", METHODS, ids=[m[0] for m in METHODS])
 def test_unselected_samples_keep_themselves_and_batch_of_one(name, make):
     x = torch.randn(4, 3, H, W, generator=seeded(5))
@@ -366,6 +378,30 @@ def test_kernel_equals_reference_on_each_method(name, make):
         want, soft_ref = make(num_classes=4, generator=seeded(21))(x, y)
     _assert_kernel_matches(got, want, torch.float32, name)
     assert torch.equal(soft, soft_ref)
+
+
+@requires_triton
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_video_is_each_frame_as_an_image(channels_last):
+    """(B, C, T, H, W): every frame gets the image plan (reference), and the kernel agrees."""
+    x = torch.randn(3, 2, 2, H, W, generator=seeded(14))
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    plan = hand_plan("bilinear")
+    want = apply_pieces_reference(x, plan)
+    for t in range(2):
+        assert torch.equal(want[:, :, t], apply_pieces_reference(x[:, :, t].contiguous(), plan))
+    _assert_kernel_matches(_kernel().apply_pieces(x.to(KERNEL_DEVICE), plan.to(KERNEL_DEVICE)), want, torch.float32,
+                           "video")
+
+
+def test_gradients_flow_through_the_reference():
+    """x requiring grad takes the differentiable reference: d(sum out)/dx[c] = total weight
+    with which sample c's pixels are read; RICAP reads each output pixel once with weight 1."""
+    x = torch.randn(4, 3, H, W, generator=seeded(15), requires_grad=True)
+    out, _ = RICAP(num_classes=4, generator=seeded(16))(x, torch.arange(4))
+    out.sum().backward()
+    assert out.requires_grad and float(x.grad.sum()) == out.numel()
 
 
 @requires_triton
