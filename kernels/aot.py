@@ -45,8 +45,8 @@ TARGET_VARIANTS = [("targets_index", False), ("targets_soft", True)]
 # images, ResizeMix's one bilinear resize
 PIECE_VARIANTS = [
     ("pieces_ricap", "_pieces_kernel", ("fp32", "fp16", "bf16", "u8", "fp64"), dict(PIECES=4, BILINEAR=False)),
-    ("pieces_dirichlet", "_pieces_kernel", ("fp32", "bf16", "u8"), dict(PIECES=3, BILINEAR=False)),
-    ("pieces_resize_bilinear", "_pieces_kernel", ("fp32", "fp16", "bf16", "u8", "fp64"), dict(PIECES=1, BILINEAR=True)),
+    ("pieces_kway", "_pieces_kernel", ("fp32", "bf16", "u8"), dict(PIECES=3, BILINEAR=False)),
+    ("pieces_resize", "_pieces_kernel", ("fp32", "fp16", "bf16", "u8", "fp64"), dict(PIECES=1, BILINEAR=True)),
 ]
 _PIECE_POINTERS = {"row_ptr": "*i64", "weight_ptr": "*fp32", "dbox_ptr": "*i32", "sbox_ptr": "*i32"}
 _PIECE_ALIGNED = ("lanes", "width", "s_stride_batch", "s_stride_plane", "s_stride_row", "d_stride_batch",
@@ -92,8 +92,6 @@ _ALIGNED = ("lanes", "box_width", "stride_batch", "stride_plane", "stride_row", 
 
 
 def _blend_source(kernel: str, variant: dict, dtype: str):
-    from triton.compiler import ASTSource
-
     from . import blend
     from fastmix.layout import Layout
 
@@ -106,41 +104,37 @@ def _blend_source(kernel: str, variant: dict, dtype: str):
                  BLOCK_R=block_r, BLOCK_L=block_l)
     const.update(variant)
     const = {name: value for name, value in const.items() if name in fn.arg_names}
+    return _aligned_source(fn, const, _POINTERS, _ALIGNED, dtype), num_warps
+
+
+def _aligned_source(fn, const: dict, pointers: dict, aligned_ints: tuple, dtype: str):
+    """The ASTSource of ``fn`` as the JIT specialises it on an aligned batch: constexprs, pointers
+    (``pointers`` by name, else the batch's ``dtype``) and int32 scalars, the pointers and the
+    ``aligned_ints`` marked divisible by 16."""
+    from triton.compiler import ASTSource
+
     sig = {}
     for name in fn.arg_names:
         if name in const:
             sig[name] = "constexpr"
         elif name.endswith("_ptr"):
-            sig[name] = _POINTERS.get(name, "*" + dtype)
+            sig[name] = pointers.get(name, "*" + dtype)
         else:
             sig[name] = "i32"
-    aligned = [name for name in sig if name.endswith("_ptr")] + [name for name in _ALIGNED if name in sig]
+    aligned = [name for name in sig if name.endswith("_ptr")] + [name for name in aligned_ints if name in sig]
     attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in aligned}
-    return ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs), num_warps
+    return ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs)
 
 
 def _pieces_source(kernel: str, variant: dict, dtype: str):
-    from triton.compiler import ASTSource
-
     from . import pieces
     from fastmix.layout import Layout
 
     layout = Layout(batch=256, planes=3, rows=224, lanes=224, stride_batch=3 * 224 * 224, stride_plane=224 * 224,
                     stride_row=224, channels=3)
     block_r, block_l, num_warps = pieces.tile_shape(layout)
-    fn = getattr(pieces, kernel)
     const = dict(variant, BLOCK_R=block_r, BLOCK_L=block_l)
-    sig = {}
-    for name in fn.arg_names:
-        if name in const:
-            sig[name] = "constexpr"
-        elif name.endswith("_ptr"):
-            sig[name] = _PIECE_POINTERS.get(name, "*" + dtype)
-        else:
-            sig[name] = "i32"
-    aligned = [name for name in sig if name.endswith("_ptr")] + [name for name in _PIECE_ALIGNED if name in sig]
-    attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in aligned}
-    return ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs), num_warps
+    return _aligned_source(getattr(pieces, kernel), const, _PIECE_POINTERS, _PIECE_ALIGNED, dtype), num_warps
 
 
 def _sample_source(kernel: str, const: dict):

@@ -17,7 +17,7 @@ import triton
 import triton.language as tl
 
 from .blend import MAX_GRID_Y, _to_storage
-from .walk import ceil_div, gated, pow2_at_least
+from .walk import ceil_div, gated, pow2_at_least, tile
 
 
 @triton.jit
@@ -67,16 +67,9 @@ def _pieces_kernel(
     """Grid: (tiles of a sample, samples); axis 1 strides over the batch when it exceeds the grid."""
     dtype: tl.constexpr = dst_ptr.dtype.element_ty
     cdt: tl.constexpr = tl.float64 if dtype == tl.float64 else tl.float32
-    program = tl.program_id(0)
-    row_blocks = tl.cdiv(rows, BLOCK_R)
-    lane_blocks = tl.cdiv(lanes, BLOCK_L)
-    plane = program // (row_blocks * lane_blocks)
-    rest = program % (row_blocks * lane_blocks)
-    row0 = (rest // lane_blocks) * BLOCK_R
-    lane0 = (rest % lane_blocks) * BLOCK_L
-    r = row0 + tl.arange(0, BLOCK_R)[:, None]
-    ln = lane0 + tl.arange(0, BLOCK_L)[None, :]
-    inside = (r < rows) & (ln < lanes)
+    # the tile's offsets are computed where they are used, not kept live through the pieces
+    plane, row0, lane0, r, ln, inside, unused_offs = tile(rows, lanes, s_stride_plane, s_stride_row, BLOCK_R,
+                                                          BLOCK_L)
     col = ln // lane_scale
     chan = ln % lane_scale
     s_plane = plane.to(tl.int64) * s_stride_plane
@@ -136,7 +129,7 @@ def _pieces_kernel(
                     value = tl.load(base + sr.to(tl.int64) * s_stride_row + sc * lane_scale + chan, mask=need,
                                     other=0.0).to(cdt)
                 acc = tl.where(need, acc + w.to(cdt) * value, acc)
-        # offsets computed here, not kept live through the pieces (registers: ptxas spilled them)
+        # offsets computed here, not kept live through the pieces (ptxas spilled them on sm_80)
         own = tl.load(src_ptr + i * s_stride_batch + s_plane + r.to(tl.int64) * s_stride_row + ln,
                       mask=inside & ~covered)
         out = tl.where(covered, _to_storage(acc, dtype), own)
