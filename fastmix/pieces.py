@@ -334,6 +334,60 @@ def apply_pieces_reference(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------
+# the CPU path: the same arithmetic, box by box
+# --------------------------------------------------------------------------------------------
+
+def apply_pieces_cpu(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
+    """:func:`apply_pieces_reference`'s result, bit for bit, computed sample by sample and piece by
+    piece over each destination box only (the reference evaluates every piece over every pixel):
+    for CPU tensors, where reading the plan back costs nothing. Each box's sum starts at -0.0 and
+    adds ``weight * value`` in piece order with the reference's own tap arithmetic."""
+    lay = check_for(x, plan)
+    cdt = compute_dtype(x.dtype)
+    out = empty_out(x)
+    x4, o4 = view4(x, lay), view4(out, describe(out, spatial=True))
+    o4.copy_(x4)
+    ls = lay.lane_scale
+    src, weight = plan.src.tolist(), plan.weight.tolist()
+    dst_box, src_box = plan.dst_box.tolist(), plan.src_box.tolist()
+    for i in range(lay.batch):
+        live = [j for j in range(plan.pieces) if dst_box[i][j][0] < dst_box[i][j][1] and dst_box[i][j][2] < dst_box[i][j][3]]
+        if not live:
+            continue
+        acc = torch.full((lay.planes, lay.rows, lay.lanes), -0.0, dtype=cdt)
+        covered = torch.zeros((lay.rows, lay.lanes), dtype=torch.bool)
+        for j in live:
+            (dy0, dy1, dx0, dx1), (sy0, sy1, sx0, sx1) = dst_box[i][j], src_box[i][j]
+            covered[dy0:dy1, dx0 * ls:dx1 * ls] = True
+            w = torch.tensor(weight[i][j], dtype=cdt)
+            if weight[i][j] == 0:
+                continue                                          # adds -0.0: nothing changes
+            s = x4[min(max(src[i][j], 0), lay.batch - 1)]
+            d_rows = torch.arange(dy1 - dy0)
+            lanes = torch.arange(dx0 * ls, dx1 * ls)
+            d_cols, chan = lanes // ls - dx0, lanes % ls
+            sizes = [torch.tensor(v) for v in (sy0, sy1 - sy0, dy1 - dy0, sx0, sx1 - sx0, dx1 - dx0)]
+
+            def gather(ry, cx):
+                return s[:, ry[:, None], cx * ls + chan].to(cdt)
+
+            if plan.resize == "nearest":
+                value = gather(_nearest(d_rows, *sizes[:3], lay.rows), _nearest(d_cols, *sizes[3:], lay.width))
+            else:
+                y0, y1, ly0, ly1 = _bilinear(d_rows, *sizes[:3], lay.rows)
+                x0, x1, lx0, lx1 = _bilinear(d_cols, *sizes[3:], lay.width)
+                ly0, ly1 = (t.to(cdt)[:, None] for t in (ly0, ly1))
+                lx0, lx1 = (t.to(cdt)[None, :] for t in (lx0, lx1))
+                top = _term(lx0, gather(y0, x0)) + _term(lx1, gather(y0, x1))
+                bottom = _term(lx0, gather(y1, x0)) + _term(lx1, gather(y1, x1))
+                value = _term(ly0, top) + _term(ly1, bottom)
+            region = acc[:, dy0:dy1, dx0 * ls:dx1 * ls]
+            region.copy_(region + w * value)
+        o4[i] = torch.where(covered, _to_storage(acc, x.dtype), x4[i])
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # targets and dispatch
 # --------------------------------------------------------------------------------------------
 
@@ -355,10 +409,13 @@ def pieces_targets(labels: torch.Tensor, plan: PiecePlan, num_classes: int, smoo
 def apply_pieces(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
     """Apply ``plan`` to ``x`` out of place: the Triton pass where :func:`fastmix.ops.backend_for`
     picks Triton (CUDA, or ``FASTMIX_BACKEND=triton`` under the interpreter) and no gradient is
-    wanted and the image sides fit its int32 index arithmetic; else the reference (vectorised
-    torch, differentiable)."""
+    wanted and the image sides fit its int32 index arithmetic; :func:`apply_pieces_cpu` for CPU
+    tensors; else (and whenever a gradient is wanted) the reference (vectorised, differentiable)."""
     check_for(x, plan)
-    if ops.backend_for(x) == "triton" and not ops.grad_wanted(x) and max(plan.size) <= MAX_KERNEL_SIDE:
+    name = ops.backend_for(x)
+    if name == "triton" and not ops.grad_wanted(x) and max(plan.size) <= MAX_KERNEL_SIDE:
         from .kernels import pieces as kernel
         return kernel.apply_pieces(x, plan)
+    if name == "cpu" and not ops.grad_wanted(x):
+        return apply_pieces_cpu(x, plan)
     return apply_pieces_reference(x, plan)
