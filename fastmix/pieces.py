@@ -391,19 +391,30 @@ def apply_pieces_cpu(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
 # targets and dispatch
 # --------------------------------------------------------------------------------------------
 
-def pieces_targets(labels: torch.Tensor, plan: PiecePlan, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
+def pieces_targets(labels: torch.Tensor, plan: PiecePlan, num_classes: int, smoothing: float = 0.0,
+                   validate: Optional[bool] = None) -> torch.Tensor:
     """Soft targets ``(B, num_classes)`` float32: each label piece's smoothed label (class
     indices one-hot with off = smoothing / K, on = 1 - smoothing + off, as Mixup; soft ``(B, K)``
-    labels as ``y * (1 - smoothing) + off``) mixed by the label weights."""
+    labels as ``y * (1 - smoothing) + off``) mixed by the label weights. No host sync: class
+    indices are range-checked where ``validate`` says (default: on CPU tensors only, as
+    everywhere in fastmix); unchecked, an index outside ``[0, K)`` makes its row NaN."""
     smoothing = _checks.number("smoothing", smoothing, low=0.0, high=1.0, high_open=True)
     num_classes = _checks.labels("labels", labels, plan.batch_size, num_classes, plan.device,
-                                 _checks.default_validate(None, labels.device))
+                                 _checks.default_validate(validate, labels.device))
     off = smoothing / num_classes
     if labels.dim() == 1:
-        smoothed = torch.nn.functional.one_hot(labels.long(), num_classes).float() * (1.0 - smoothing) + off
+        # one-hot by scatter (F.one_hot reads the labels' range back to the host: a sync on a GPU);
+        # a class index outside [0, K) makes its row NaN, as fastmix.reference's targets
+        labels = labels.long()
+        valid = (labels >= 0) & (labels < num_classes)
+        one_hot = torch.zeros(labels.shape[0], num_classes, device=labels.device).scatter_(
+            1, labels.clamp(0, num_classes - 1)[:, None], 1.0)
+        smoothed = torch.where(valid[:, None], one_hot * (1.0 - smoothing) + off, float("nan"))
     else:
         smoothed = labels.float() * (1.0 - smoothing) + off
-    return (plan.label_weight[..., None] * smoothed[plan.label_row]).sum(1)
+    weight = plan.label_weight[..., None]
+    # a zero-weight piece is left out (a NaN row it names does not spread)
+    return torch.where(weight != 0, weight * smoothed[plan.label_row], 0.0).sum(1)
 
 
 def apply_pieces(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:

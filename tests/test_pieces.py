@@ -156,7 +156,9 @@ METHODS = [
 
 @pytest.mark.parametrize("name,make", METHODS, ids=[m[0] for m in METHODS])
 @pytest.mark.parametrize("dtype,channels_last", [(torch.float32, False), (torch.float32, True),
-                                                  (torch.uint8, False)])
+                                                  (torch.uint8, False), (torch.uint8, True),
+                                                  (torch.bfloat16, True), (torch.float16, False),
+                                                  (torch.float64, False)])
 def test_label_weight_is_the_pixel_share(name, make, dtype, channels_last):
     b, k = 6, 20
     scale = 255.0 if dtype == torch.uint8 else 1.0
@@ -166,8 +168,10 @@ def test_label_weight_is_the_pixel_share(name, make, dtype, channels_last):
     out, soft = op(x, labels)
     assert out.dtype == dtype and soft.dtype == torch.float32 and soft.shape == (b, k)
     got = shares(out, scale)
-    # uint8: a blended pixel is within half a level of its value
-    tol = 0.5 / scale + 1e-6 if dtype == torch.uint8 and name != "ricap" else 1e-6
+    # a pasted pixel is exact; a blended one (values in [0, 1]) is within half a unit in the last
+    # place of the storage dtype: half a level of 255 for uint8, 2**-9 for bfloat16, 2**-12 for float16
+    rounding = {torch.uint8: 0.5 / scale, torch.bfloat16: 2.0**-9, torch.float16: 2.0**-12}.get(dtype, 0.0)
+    tol = (rounding if name != "ricap" else 0.0) + 1e-6
     want = soft[:, labels].double()
     assert (got - want).abs().max() <= tol, f"{name}: pixel shares {got} vs label weights {want}"
     assert torch.allclose(soft.sum(1), torch.ones(b), atol=1e-6)
@@ -197,6 +201,22 @@ def test_unselected_samples_keep_themselves_and_batch_of_one(name, make):
     assert out1.shape == x[:1].shape and torch.allclose(soft1, torch.eye(5)[3:4])
     if name == "dirichlet":
         assert_close(out1, x[:1], torch.float32, "a blend of one sample with itself")
+
+
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device (host syncs are a GPU matter)")
+@pytest.mark.parametrize("name,make", METHODS, ids=[m[0] for m in METHODS])
+def test_a_step_on_the_gpu_never_waits_for_the_device(name, make):
+    x = torch.randn(8, 3, 32, 32, device="cuda")
+    y = torch.randint(0, 10, (8,), device="cuda")
+    op = make(num_classes=10, generator=torch.Generator(device="cuda").manual_seed(0))
+    op(x, y)                                         # compile and warm up first
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out, soft = op(x, y)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert out.shape == x.shape and soft.shape == (8, 10)
 
 
 def test_per_sample_prob_selects_about_prob_of_the_samples():
@@ -332,6 +352,10 @@ def test_plan_and_batch_must_agree():
         apply_pieces(torch.zeros(2, 3, H, W, dtype=torch.int32), plan)
     with pytest.raises(ValueError, match="target"):
         RICAP(num_classes=5)(torch.zeros(2, 3, H, W), torch.tensor([0, 7]))
+    # unchecked (the GPU default), an index outside [0, K) makes the rows it enters NaN, never a class
+    soft = pieces_targets(torch.tensor([0, 7]), RICAP(num_classes=5, prob=0.0).plan(torch.zeros(2, 3, H, W)), 5,
+                          0.1, validate=False)
+    assert torch.allclose(soft[0], torch.tensor([0.92, 0.02, 0.02, 0.02, 0.02])) and torch.isnan(soft[1]).all()
 
 
 # --------------------------------------------------------------------------------------------
