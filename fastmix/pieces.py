@@ -31,8 +31,9 @@ samplers of :mod:`fastmix.family` write them in closed form.
 
 This module is the specification (:func:`apply_pieces_reference`) and the dispatch
 (:func:`apply_pieces`): CUDA tensors run the one out-of-place Triton pass of ``kernels/pieces.py``
-(each output byte written once, only the source bytes a pixel needs read); everything else the
-reference, which is vectorised torch and differentiable.
+(each output byte written once, only the source bytes a pixel needs read); CPU tensors the same
+arithmetic box by box (:func:`apply_pieces_cpu`, bit for bit the reference); a batch that
+requires grad (and anything else) the reference, which is vectorised torch and differentiable.
 """
 from __future__ import annotations
 
