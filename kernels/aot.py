@@ -41,6 +41,16 @@ BLEND_VARIANTS = [
     ("mask_grad", "_blend_grad_kernel", ("fp32",), dict(MASKED=True)),
 ]
 TARGET_VARIANTS = [("targets_index", False), ("targets_soft", True)]
+# the piece pass (kernels/pieces.py): RICAP's four translated pieces, k-way Mixup's three whole
+# images, ResizeMix's one bilinear resize
+PIECE_VARIANTS = [
+    ("pieces_ricap", "_pieces_kernel", ("fp32", "fp16", "bf16", "u8", "fp64"), dict(PIECES=4, BILINEAR=False)),
+    ("pieces_kway", "_pieces_kernel", ("fp32", "bf16", "u8"), dict(PIECES=3, BILINEAR=False)),
+    ("pieces_resize", "_pieces_kernel", ("fp32", "fp16", "bf16", "u8", "fp64"), dict(PIECES=1, BILINEAR=True)),
+]
+_PIECE_POINTERS = {"row_ptr": "*i64", "weight_ptr": "*fp32", "dbox_ptr": "*i32", "sbox_ptr": "*i32"}
+_PIECE_ALIGNED = ("lanes", "width", "s_stride_batch", "s_stride_plane", "s_stride_row", "d_stride_batch",
+                  "d_stride_plane", "d_stride_row")
 # the samplers (kernels/sample.py) as the launchers launch them: (variant, kernel, constexprs, num_warps)
 _MIX = dict(MODE=2, ROLL=False, MIXUP_ON=True, CUTMIX_ON=True, BOX=0, CORRECT=True)
 SAMPLE_VARIANTS = [
@@ -82,8 +92,6 @@ _ALIGNED = ("lanes", "box_width", "stride_batch", "stride_plane", "stride_row", 
 
 
 def _blend_source(kernel: str, variant: dict, dtype: str):
-    from triton.compiler import ASTSource
-
     from . import blend
     from fastmix.layout import Layout
 
@@ -96,17 +104,37 @@ def _blend_source(kernel: str, variant: dict, dtype: str):
                  BLOCK_R=block_r, BLOCK_L=block_l)
     const.update(variant)
     const = {name: value for name, value in const.items() if name in fn.arg_names}
+    return _aligned_source(fn, const, _POINTERS, _ALIGNED, dtype), num_warps
+
+
+def _aligned_source(fn, const: dict, pointers: dict, aligned_ints: tuple, dtype: str):
+    """The ASTSource of ``fn`` as the JIT specialises it on an aligned batch: constexprs, pointers
+    (``pointers`` by name, else the batch's ``dtype``) and int32 scalars, the pointers and the
+    ``aligned_ints`` marked divisible by 16."""
+    from triton.compiler import ASTSource
+
     sig = {}
     for name in fn.arg_names:
         if name in const:
             sig[name] = "constexpr"
         elif name.endswith("_ptr"):
-            sig[name] = _POINTERS.get(name, "*" + dtype)
+            sig[name] = pointers.get(name, "*" + dtype)
         else:
             sig[name] = "i32"
-    aligned = [name for name in sig if name.endswith("_ptr")] + [name for name in _ALIGNED if name in sig]
+    aligned = [name for name in sig if name.endswith("_ptr")] + [name for name in aligned_ints if name in sig]
     attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in aligned}
-    return ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs), num_warps
+    return ASTSource(fn=fn, signature=sig, constexprs=const, attrs=attrs)
+
+
+def _pieces_source(kernel: str, variant: dict, dtype: str):
+    from . import pieces
+    from fastmix.layout import Layout
+
+    layout = Layout(batch=256, planes=3, rows=224, lanes=224, stride_batch=3 * 224 * 224, stride_plane=224 * 224,
+                    stride_row=224, channels=3)
+    block_r, block_l, num_warps = pieces.tile_shape(layout)
+    const = dict(variant, BLOCK_R=block_r, BLOCK_L=block_l)
+    return _aligned_source(getattr(pieces, kernel), const, _PIECE_POINTERS, _PIECE_ALIGNED, dtype), num_warps
 
 
 def _sample_source(kernel: str, const: dict):
@@ -188,6 +216,9 @@ def compile_one(kernel: str, arch: int, dtype: str) -> Report:
         elif kernel.startswith("sample"):
             _, fn_name, const, num_warps = next(v for v in SAMPLE_VARIANTS if v[0] == kernel)
             src = _sample_source(fn_name, const)
+        elif kernel.startswith("pieces"):
+            _, fn_name, _, variant = next(v for v in PIECE_VARIANTS if v[0] == kernel)
+            src, num_warps = _pieces_source(fn_name, variant, dtype)
         else:
             _, fn_name, _, variant = next(v for v in BLEND_VARIANTS if v[0] == kernel)
             src, num_warps = _blend_source(fn_name, variant, dtype)
@@ -208,6 +239,8 @@ def jobs(arches=(80, 90)) -> list[tuple[str, int, str]]:
     out = []
     for arch in arches:
         for name, _, dtypes, _ in BLEND_VARIANTS:
+            out += [(name, arch, dt) for dt in dtypes]
+        for name, _, dtypes, _ in PIECE_VARIANTS:
             out += [(name, arch, dt) for dt in dtypes]
         out += [(name, arch, "fp32") for name, _ in TARGET_VARIANTS]
         out += [(name, arch, "fp64") for name, *_ in SAMPLE_VARIANTS]
