@@ -3,7 +3,7 @@
 - :class:`Mixup` (timm's arguments), :class:`Cutout`, :class:`RandomErasing` — transforms.
 - :class:`FastCollateMixup` — timm's collate-time Mixup/CutMix on uint8 samples (a ``collate_fn``).
 - :mod:`fastmix.v2` — ``MixUp``/``CutMix`` shaped like ``torchvision.transforms.v2``.
-- :class:`FMix`, :class:`SaliencyMix` (images), :class:`ManifoldMixup`, :class:`PatchUp` (hidden
+- :class:`RICAP`, :class:`DirichletMixup`, :class:`ResizeMix`, :class:`FMix`, :class:`SaliencyMix` (images), :class:`ManifoldMixup`, :class:`PatchUp` (hidden
   layers, by forward hooks) — the mixup family beyond timm and torchvision.
 - :mod:`fastmix.functional` — sample a :class:`Plan`, apply it to any tensor, build targets.
 
@@ -13,9 +13,10 @@ pure-PyTorch reference (``fastmix.reference``). See ``fastmix.ops`` for the disp
 from . import functional, v2
 from .collate import FastCollateMixup
 from .plan import CUTMIX, ERASE, MIXUP, NONE, Plan
+from .family import RICAP, DirichletMixup, ResizeMix
 from .family_masks import FMix, SaliencyMix
 from .hidden import ManifoldMixup, PatchUp
 from .transforms import Cutout, Mixup, RandomErasing
 
 __version__ = "0.1.0"
-__all__ = ["Mixup", "FastCollateMixup", "Cutout", "RandomErasing", "Plan", "FMix", "SaliencyMix", "ManifoldMixup", "PatchUp", "functional", "v2", "NONE", "MIXUP", "CUTMIX", "ERASE"]
+__all__ = ["Mixup", "FastCollateMixup", "Cutout", "RandomErasing", "Plan", "RICAP", "DirichletMixup", "ResizeMix", "FMix", "SaliencyMix", "ManifoldMixup", "PatchUp", "functional", "v2", "NONE", "MIXUP", "CUTMIX", "ERASE"]

@@ -4,8 +4,9 @@ The picture (PNG, needs Pillow: ``pip install "fastmix[demo]"``) has one row per
 :data:`METHODS` and one column per sample of a small image set drawn here (:func:`sample_images`:
 gradients, stripes, shapes and line-drawn digits, no files), each tile captioned with its label
 weights (``0.62 #3 + 0.38 #5``: 62% the label of sample 3, 38% that of sample 5). The table
-mixes constant-colour images with every method and checks each label weight against the share of
-the sample's own pixels, which such images let one read back.
+mixes one-hot images (sample ``c`` is 1 in channel ``c``) with every method and checks each label
+weight against the share of the output that came from that sample, which such images let one
+read back for any number of partners.
 
 To show another method, add a :class:`DemoMethod` to :data:`METHODS`.
 """
@@ -18,6 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from . import v2
+from .family import RICAP, DirichletMixup, ResizeMix
 from .family_masks import FMix, SaliencyMix
 from .transforms import Cutout, Mixup, RandomErasing
 
@@ -62,8 +64,11 @@ METHODS: list[DemoMethod] = [
                                                                          generator=g), k), keeps_labels=True),
     DemoMethod("v2.MixUp", lambda k, g: v2.MixUp(alpha=1.0, num_classes=k, generator=g)),
     DemoMethod("v2.CutMix", lambda k, g: v2.CutMix(alpha=1.0, num_classes=k, generator=g)),
-    DemoMethod("FMix", lambda k, g: FMix(alpha=1.0, decay_power=3.0, pairing="flip", num_classes=k, generator=g)),
-    DemoMethod("SaliencyMix", lambda k, g: SaliencyMix(beta=1.0, pairing="flip", num_classes=k, generator=g)),
+    DemoMethod("RICAP", lambda k, g: RICAP(beta=0.3, label_smoothing=0.0, num_classes=k, generator=g)),
+    DemoMethod("k-way Mixup", lambda k, g: DirichletMixup(alpha=1.0, k=3, label_smoothing=0.0, num_classes=k, generator=g)),
+    DemoMethod("ResizeMix", lambda k, g: ResizeMix(scope=(0.1, 0.8), mode="bilinear", label_smoothing=0.0, num_classes=k, generator=g)),
+    DemoMethod("FMix", lambda k, g: FMix(alpha=1.0, decay_power=3.0, pairing="flip", label_smoothing=0.0, num_classes=k, generator=g)),
+    DemoMethod("SaliencyMix", lambda k, g: SaliencyMix(beta=1.0, pairing="flip", label_smoothing=0.0, num_classes=k, generator=g)),
 ]
 
 
@@ -217,28 +222,31 @@ def render(originals: torch.Tensor, rows: list[DemoRow], path: str) -> tuple[int
 # --------------------------------------------------------------------------------------------
 
 def check_table(batch: int = 4, size: int = TILE, seed: int = 0, device="cpu", out=print) -> bool:
-    """Mix constant-colour float32 images with every method and print, per sample, its label
-    weights and the share of its own pixels; True when every label weight equals that share
-    (Cutout/Erasing: when every label weight stays 1)."""
-    colours = torch.arange(batch, dtype=torch.float32, device=device) * 10.0 + 5.0
+    """Mix one-hot images with every method and print, per sample, its label weights and the
+    share of its own pixels; True when every sample's label weights equal the shares of the
+    samples its pixels came from (Cutout/Erasing: when every label weight stays 1).
+
+    Sample ``c`` of the input is 1 in channel ``c`` and 0 elsewhere, so every method being
+    linear in its inputs, channel ``c`` of an output averaged over the pixels is exactly the
+    share of that output that came from sample ``c``, however many partners it had."""
     labels = torch.arange(batch, device=device)
     out(f"{'method':16s} {'sample':>6s}  {'label weights':24s} {'own pixel share':>15s}  check")
     ok = True
     for method in METHODS:
-        x = colours.view(batch, 1, 1, 1).expand(batch, 3, size, size).contiguous()
+        x = torch.zeros(batch, 3 if method.keeps_labels else batch, size, size, device=device)  # RGB fills
+        if not method.keeps_labels:
+            x[labels, labels] = 1.0
         images, targets = method.build(batch, method_generator(method, seed, device))(x, labels)
+        shares = images.double().mean((2, 3))
         for i in range(batch):
             row = targets[i]
-            others = [k for k in torch.nonzero(row).flatten().tolist() if k != i]
-            if others:   # Mixup and CutMix move pixels from one partner: solve for the own share
-                j = others[0]
-                share = float(((images[i] - colours[j]) / (colours[i] - colours[j])).mean())
+            if method.keeps_labels:
+                good = bool((row == torch.nn.functional.one_hot(labels[i], row.numel()).to(row.dtype)).all())
             else:
-                share = float((images[i] == colours[i]).float().mean())
-            weight = float(row[i])
-            good = weight == 1.0 if method.keeps_labels else abs(share - weight) < 1e-4 and len(others) <= 1
+                good = bool((shares[i] - row.double()).abs().max() < 1e-4)
             ok &= good
             verdict = ("label kept" if method.keeps_labels else "ok") if good else "WRONG"
+            share = float((images[i] == x[i]).double().mean()) if method.keeps_labels else float(shares[i, i])
             out(f"{method.name:16s} {i:6d}  {caption(row.cpu(), i):24s} {share:15.4f}  {verdict}")
     out("every label weight equals the share of the sample's own pixels (Cutout, Random Erasing: labels kept): "
         + ("yes" if ok else "NO"))

@@ -188,7 +188,7 @@ class RICAP(_PieceMix):
         generator: a ``torch.Generator`` on the batch's device.
     """
 
-    def __init__(self, beta: float = 0.3, prob: float = 1.0, label_smoothing: float = 0.1, num_classes: int = 1000,
+    def __init__(self, beta: float = 0.3, prob: float = 1.0, label_smoothing: float = 0.0, num_classes: int = 1000,
                  *, generator: Optional[torch.Generator] = None):
         self.beta = _checks.alpha("beta", beta, allow_zero=False)
         super().__init__(prob, label_smoothing, num_classes, generator)
@@ -206,7 +206,7 @@ class DirichletMixup(_PieceMix):
         prob, label_smoothing, num_classes, generator: as :class:`RICAP`.
     """
 
-    def __init__(self, alpha: float = 1.0, k: int = 3, prob: float = 1.0, label_smoothing: float = 0.1,
+    def __init__(self, alpha: float = 1.0, k: int = 3, prob: float = 1.0, label_smoothing: float = 0.0,
                  num_classes: int = 1000, *, generator: Optional[torch.Generator] = None):
         self.alpha = _checks.alpha("alpha", alpha, allow_zero=False)
         self.k = _checks.integer("k", k, low=2, high=64)
@@ -226,7 +226,7 @@ class ResizeMix(_PieceMix):
     """
 
     def __init__(self, scope: Sequence[float] = (0.1, 0.8), mode: str = "nearest", prob: float = 1.0,
-                 label_smoothing: float = 0.1, num_classes: int = 1000, *,
+                 label_smoothing: float = 0.0, num_classes: int = 1000, *,
                  generator: Optional[torch.Generator] = None):
         lo, hi = _checks.pair("scope", scope, positive=True)
         if hi > 1.0:

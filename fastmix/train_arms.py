@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from . import v2
+from .family import RICAP, DirichletMixup, ResizeMix
 from .family_masks import FMix, SaliencyMix
 from .transforms import Mixup
 
@@ -109,5 +110,8 @@ def _family(cls, **kwargs) -> Callable[[int, torch.Generator], ArmSetup]:
 
 
 # the mixup family, with the papers' default arguments (not in DEFAULT_ARMS: `--arms all` runs them)
-register_arm(Arm("fmix", "FMix, alpha=1.0, decay power 3", _family(FMix, alpha=1.0, decay_power=3.0)))
-register_arm(Arm("saliencymix", "SaliencyMix, beta=1.0", _family(SaliencyMix, beta=1.0)))
+register_arm(Arm("fmix", "FMix, alpha=1.0, decay power 3", _family(FMix, alpha=1.0, decay_power=3.0, label_smoothing=0.0)))
+register_arm(Arm("saliencymix", "SaliencyMix, beta=1.0", _family(SaliencyMix, beta=1.0, label_smoothing=0.0)))
+register_arm(Arm("ricap", "RICAP, beta=0.3", _family(RICAP, beta=0.3, label_smoothing=0.0)))
+register_arm(Arm("kway-mixup", "k-way Mixup, Dirichlet(1, 1, 1)", _family(DirichletMixup, alpha=1.0, k=3, label_smoothing=0.0)))
+register_arm(Arm("resizemix", "ResizeMix, scope (0.1, 0.8)", _family(ResizeMix, scope=(0.1, 0.8), label_smoothing=0.0)))

@@ -165,7 +165,8 @@ def test_default_arms_are_registered_and_selection_errors_name_arms():
 
 
 @pytest.mark.parametrize("name, smoothing", [("none", 0.0), ("mixup-source", 0.0), ("timm", 0.1), ("cutmix", 0.0),
-                                             ("fmix", 0.0), ("saliencymix", 0.0)])
+                                             ("fmix", 0.0), ("saliencymix", 0.0), ("ricap", 0.0),
+                                             ("kway-mixup", 0.0), ("resizemix", 0.0)])
 def test_every_arm_returns_probability_targets(name, smoothing):
     setup = ARMS[name].build(5, torch.Generator().manual_seed(0))
     x = torch.randn(8, 3, 16, 16)
