@@ -32,7 +32,8 @@ samplers of :mod:`fastmix.family` write them in closed form.
 This module is the specification (:func:`apply_pieces_reference`) and the dispatch
 (:func:`apply_pieces`): CUDA tensors run the one out-of-place Triton pass of ``kernels/pieces.py``
 (each output byte written once, only the source bytes a pixel needs read); CPU tensors the same
-arithmetic box by box (:func:`apply_pieces_cpu`, bit for bit the reference); a batch that
+arithmetic, batched for small samples and box by box for large ones (:func:`apply_pieces_cpu`,
+bit for bit the reference); a batch that
 requires grad (and anything else) the reference, which is vectorised torch and differentiable.
 """
 from __future__ import annotations
@@ -294,7 +295,14 @@ def empty_out(x: torch.Tensor) -> torch.Tensor:
 
 def apply_pieces_reference(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
     """The plan's result for ``x`` as a new tensor (the specification; see the module docstring)."""
-    lay = check_for(x, plan)
+    return _every_piece_everywhere(x, plan, check_for(x, plan), flat_gather=False)
+
+
+def _every_piece_everywhere(x: torch.Tensor, plan: PiecePlan, lay: Layout, flat_gather: bool) -> torch.Tensor:
+    """Every piece evaluated over every pixel of the batch and kept where its box covers. The
+    source pixels come by advanced indexing (the specification, differentiable), or with
+    ``flat_gather`` by one ``index_select`` of their storage offsets (the CPU path's batched walk:
+    the same elements, the same arithmetic, several times faster)."""
     cdt = compute_dtype(x.dtype)
     x4 = view4(x, lay)
     batch, planes, rows, lanes = x4.shape
@@ -305,6 +313,9 @@ def apply_pieces_reference(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
     b_idx = torch.arange(batch, device=dev)
     p_idx = torch.arange(planes, device=dev)[None, :, None, None]
     acc = torch.full(x4.shape, -0.0, dtype=cdt, device=dev)
+    if flat_gather:   # x's elements as one 1-d view of its storage, from its first element on
+        span = 1 + sum((n - 1) * st for n, st in zip(x4.shape, x4.stride()))
+        storage = x4.as_strided((span,), (1,))
     covered = torch.zeros((batch, 1, rows, lanes), dtype=torch.bool, device=dev)
     for j in range(plan.pieces):
         dy0, dy1, dx0, dx1 = (plan.dst_box[:, j, k].long()[:, None] for k in range(4))
@@ -315,7 +326,13 @@ def apply_pieces_reference(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
         w = plan.weight[:, j].to(cdt)[:, None, None, None]
 
         def gather(ry, cx):                                   # (B, rows), (B, lanes) -> (B, P, rows, lanes)
-            return x4[src, p_idx, ry[:, None, :, None], (cx * lay.lane_scale + chan)[:, None, None, :]].to(cdt)
+            lanes_at = (cx * lay.lane_scale + chan)[:, None, None, :]
+            if not flat_gather:
+                return x4[src, p_idx, ry[:, None, :, None], lanes_at].to(cdt)
+            # small (B, rows) and (B, lanes) parts first: two full-size integer adds, not four
+            at_rows = (src[:, :, 0, 0] * x4.stride(0) + ry * x4.stride(2))[:, None, :, None]
+            offsets = (at_rows + lanes_at * x4.stride(3)) + p_idx * x4.stride(1)
+            return storage.index_select(0, offsets.reshape(-1)).view(x4.shape).to(cdt)
 
         if plan.resize == "nearest":
             value = gather(_nearest(r - dy0, sy0, sy1 - sy0, dy1 - dy0, rows),
@@ -328,7 +345,9 @@ def apply_pieces_reference(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
             top = _term(lx0, gather(y0, x0)) + _term(lx1, gather(y0, x1))
             bottom = _term(lx0, gather(y1, x0)) + _term(lx1, gather(y1, x1))
             value = _term(ly0, top) + _term(ly1, bottom)
-        acc = torch.where(cov, acc + _term(w, value), acc)
+        # no zero weight in the piece: _term(w, value) is w * value (read on the host: CPU only)
+        term = w * value if flat_gather and bool((w != 0).all()) else _term(w, value)
+        acc = torch.where(cov, acc + term, acc)
     out = empty_out(x)
     view4(out, describe(out, spatial=True)).copy_(torch.where(covered, _to_storage(acc, x.dtype), x4))
     return out
@@ -338,12 +357,27 @@ def apply_pieces_reference(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
 # the CPU path: the same arithmetic, box by box
 # --------------------------------------------------------------------------------------------
 
+BOX_WALK_ELEMENTS = 1 << 16   # samples this large walk box by box on CPU; smaller ones go batched
+
+
 def apply_pieces_cpu(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
+    """:func:`apply_pieces_reference`'s result, bit for bit, for CPU tensors, by one decision on
+    the sample size: small samples batched (every piece over the whole batch, a few dozen ops
+    whatever the batch size: a small batch is bound by the count of ops), large ones box by box
+    (:func:`apply_pieces_boxes`: only each destination box is computed, which a large sample's
+    memory traffic pays for)."""
+    lay = check_for(x, plan)
+    if lay.sample_numel >= BOX_WALK_ELEMENTS:
+        return apply_pieces_boxes(x, plan, lay)
+    return _every_piece_everywhere(x, plan, lay, flat_gather=True)
+
+
+def apply_pieces_boxes(x: torch.Tensor, plan: PiecePlan, lay: Optional[Layout] = None) -> torch.Tensor:
     """:func:`apply_pieces_reference`'s result, bit for bit, computed sample by sample and piece by
     piece over each destination box only (the reference evaluates every piece over every pixel):
     for CPU tensors, where reading the plan back costs nothing. Each box's sum starts at -0.0 and
     adds ``weight * value`` in piece order with the reference's own tap arithmetic."""
-    lay = check_for(x, plan)
+    lay = check_for(x, plan) if lay is None else lay
     cdt = compute_dtype(x.dtype)
     out = empty_out(x)
     x4, o4 = view4(x, lay), view4(out, describe(out, spatial=True))

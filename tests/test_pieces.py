@@ -120,11 +120,15 @@ def test_reference_uint8_rounds_half_to_even_and_uncovered_pixels_are_bit_exact(
     assert torch.isnan(got[0, 0, 6, 6]) and torch.equal(got.view(torch.int32)[0, 0, 7], xf.view(torch.int32)[0, 0, 7])
 
 
+@pytest.mark.parametrize("walk", ["batched", "boxes"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.uint8, torch.float64])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_cpu_path_is_the_reference_bit_for_bit(dtype, channels_last):
-    """apply_pieces_cpu (box by box) against the reference (every piece over every pixel)."""
-    from fastmix.pieces import apply_pieces_cpu
+def test_cpu_path_is_the_reference_bit_for_bit(dtype, channels_last, walk):
+    """Both CPU walks (batched with flat gathers; box by box) against the reference (every piece
+    over every pixel by advanced indexing). These samples are small, so apply_pieces_cpu itself
+    takes the batched walk; the box walk is called directly."""
+    from fastmix.pieces import apply_pieces_boxes, apply_pieces_cpu
+    apply_pieces_cpu = apply_pieces_cpu if walk == "batched" else apply_pieces_boxes
 
     gen = seeded(17)
     plans = [hand_plan("nearest"), hand_plan("bilinear"), ricap_plan(3, (H, W), generator=gen),
