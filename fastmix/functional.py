@@ -81,7 +81,7 @@ def check_plan(plan: Plan, channels: Optional[int] = None) -> None:
     _field("kind", plan.kind, (n,), (torch.int8,), device)
     if plan.fill is not None:
         _field("fill", plan.fill, (n, None), real, device)
-        if plan.fill.shape[1] not in (1, channels):
+        if channels is not None and plan.fill.shape[1] not in (1, channels):
             raise ValueError(f"fill: {plan.fill.shape[1]} values per sample for {channels} channels")
     if plan.noise_seed is not None:
         _field("noise_seed", plan.noise_seed, (1,), (torch.int64,), device)
