@@ -150,7 +150,11 @@ def labels(name: str, y, batch_size: int, num_classes: Optional[int], device: to
         if num_classes is None:
             raise ValueError(f"num_classes: needed to one-hot class indices of shape {tuple(y.shape)}")
         num_classes = integer("num_classes", num_classes, low=1)
-        if validate and y.numel() and bool(((y < 0) | (y >= num_classes)).any()):
+        if validate and torch.compiler.is_compiling():
+            # no branch on data in a graph: an asynchronous assert (a RuntimeError when it runs)
+            torch._assert_async(((y >= 0) & (y < num_classes)).all(), f"{name}: a class index is outside "
+                                f"[0, {num_classes})")
+        elif validate and y.numel() and bool(((y < 0) | (y >= num_classes)).any()):
             bad = y[(y < 0) | (y >= num_classes)][0]
             raise ValueError(f"{name}: class index {int(bad)} is outside [0, {num_classes})")
         return num_classes
@@ -166,5 +170,10 @@ def labels(name: str, y, batch_size: int, num_classes: Optional[int], device: to
 
 
 def default_validate(validate: Optional[bool], device: torch.device) -> bool:
-    """Label ranges are checked by default where that costs no host sync: on CPU tensors."""
-    return device.type == "cpu" if validate is None else bool(validate)
+    """Label ranges are checked by default where that costs no host sync: on CPU tensors, and
+    not under ``torch.compile`` (the check would branch on data, which ``fullgraph=True`` cannot
+    compile; an unchecked bad index gives a NaN row, never a stray write). ``validate=True``
+    under compile checks with an asynchronous assert instead (a RuntimeError when the graph runs)."""
+    if validate is None:
+        return device.type == "cpu" and not torch.compiler.is_compiling()
+    return bool(validate)

@@ -60,18 +60,23 @@ def _field(field: str, value, shape: tuple, dtypes: tuple, device) -> None:
         raise ValueError(f"{field}: on {value.device}, but the plan is on {device}")
 
 
-def check_plan(plan: Plan, channels: Optional[int] = None) -> None:
+def check_plan(plan: Plan, batch_size: Optional[int] = None, channels: Optional[int] = None) -> None:
     """Raise a ValueError naming the field when ``plan``'s tensors are not what it documents: the
     shapes, dtypes and device the kernels index by (metadata only, free), and a partner that is a
     permutation of ``range(B)`` (:meth:`Plan.check_partner`: sampled plans skip it; a user-given
     partner is read once, a host sync on CUDA). Box coordinates and weights need no check: every
     backend clips boxes to the tensor, and a NaN weight gives NaN pixels, never a stray access.
-    ``channels``: the channels of the tensor the plan applies to (a per-channel fill must match).
+    ``batch_size`` and ``channels``: those of the tensor the plan applies to, when known (the
+    partner must have one row per sample, a per-channel fill one value per channel).
     """
     if not isinstance(plan, Plan):
         raise TypeError(f"plan: expected a fastmix Plan, got {type(plan).__name__}")
     if not isinstance(plan.partner, torch.Tensor):
         raise ValueError(f"partner: expected a torch.Tensor, got {type(plan.partner).__name__}")
+    if batch_size is None and isinstance(plan.lam_self, torch.Tensor) and plan.lam_self.dim() == 1:
+        batch_size = plan.lam_self.shape[0]     # then a partner of another length is the one named
+    if batch_size is not None:
+        _field("partner", plan.partner, (batch_size,), (torch.int64,), plan.partner.device)
     plan.check_partner()
     n, device = plan.batch_size, plan.device
     real = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -94,7 +99,11 @@ def check_plan(plan: Plan, channels: Optional[int] = None) -> None:
 def check_plan_fits(name: str, x: torch.Tensor, plan: Plan) -> None:
     """Raise (before anything is written) when ``plan`` cannot apply to tensor ``x``
     (:func:`check_plan`, then the plan against ``x``)."""
-    check_plan(plan, x.shape[1] if x.dim() >= 4 else 1)
+    if (isinstance(plan, Plan) and isinstance(plan.partner, torch.Tensor) and plan.partner.dim() == 1
+            and plan.partner.shape[0] != x.shape[0]):
+        raise ValueError(f"{name}: batch of {x.shape[0]}, but the plan is for {plan.partner.shape[0]} "
+                         f"(its partner's length)")
+    check_plan(plan, x.shape[0], x.shape[1] if x.dim() >= 4 else 1)
     if x.shape[0] != plan.batch_size:
         raise ValueError(f"{name}: batch of {x.shape[0]}, but the plan is for {plan.batch_size}")
     if x.device != plan.device:

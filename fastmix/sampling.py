@@ -47,8 +47,8 @@ def _stream(generator: Generator) -> Generator:
     copy of the same generator state, so each derives its own stream, once, from the generator's
     seed and the seed torch gives the worker (different per worker and per epoch; reproducible
     when the DataLoader is seeded), as PyTorch does for its own seeds."""
-    if generator is None:
-        return None
+    if generator is None or torch.compiler.is_compiling():   # compiled steps run in the main process
+        return generator
     info = torch.utils.data.get_worker_info()
     if info is None:
         return generator
