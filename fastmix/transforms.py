@@ -46,8 +46,13 @@ class Mixup:
         multi_label: targets are dense multi-hot ``(B, num_classes)`` (any dtype, taken as
             float like timm's ``target.float()``), smoothed towards 0.5 (``y * (1 - ε) + ε / 2``)
             instead of towards ``ε / K`` (timm 1.0's ``multi_label``).
-        generator: a ``torch.Generator`` on the batch's device, for reproducible runs.
-        validate: check class indices are in range (default: CPU batches only; see
+        generator: a ``torch.Generator`` on the batch's device, for reproducible runs. In
+            DataLoader workers each worker derives its own stream from it (and the worker's seed),
+            so workers draw different plans, reproducibly. Not under ``torch.compile``: dynamo
+            cannot put a ``torch.Generator`` into a graph; draw the plan eagerly
+            (:meth:`plan`) and compile ``F.apply``/``F.targets`` with it.
+        validate: check class indices are in range (default: CPU batches only, and never under
+            ``torch.compile``, where the check would branch on data; see
             :func:`fastmix.functional.targets`).
 
     Calling it with ``(x, target)`` returns ``(x, soft_target)``: ``x`` is mixed in place
