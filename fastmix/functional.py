@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from . import _checks, ops
-from .plan import Plan, cutmix_plan, flip_partner, mixup_plan, roll_partner
+from .plan import BUILT_HERE, Plan, cutmix_plan, flip_partner, mixup_plan, roll_partner
 from .sampling import CutoutSpec, ErasingSpec, MixupSpec, box_from_lam, box_from_minmax, sample_beta
 
 __all__ = ["apply", "apply_masks", "targets", "check_plan", "check_plan_fits", "Plan", "mixup_cutmix_plan", "mixup_plan",
@@ -60,17 +60,26 @@ def _field(field: str, value, shape: tuple, dtypes: tuple, device) -> None:
         raise ValueError(f"{field}: on {value.device}, but the plan is on {device}")
 
 
-def check_plan(plan: Plan, batch_size: Optional[int] = None, channels: Optional[int] = None) -> None:
+def check_plan(plan: Plan, x: Optional[torch.Tensor] = None) -> None:
     """Raise a ValueError naming the field when ``plan``'s tensors are not what it documents: the
     shapes, dtypes and device the kernels index by (metadata only, free), and a partner that is a
     permutation of ``range(B)`` (:meth:`Plan.check_partner`: sampled plans skip it; a user-given
     partner is read once, a host sync on CUDA). Box coordinates and weights need no check: every
     backend clips boxes to the tensor, and a NaN weight gives NaN pixels, never a stray access.
-    ``batch_size`` and ``channels``: those of the tensor the plan applies to, when known (the
-    partner must have one row per sample, a per-channel fill one value per channel).
+    With ``x``, the tensor the plan applies to: the partner must have one row per sample of it, a
+    per-channel fill one value per channel. A plan fastmix built from checked inputs (a sampler's,
+    ``mixup_plan``'s, ``cutmix_plan``'s) has only its partner and fill count looked at again.
     """
     if not isinstance(plan, Plan):
         raise TypeError(f"plan: expected a fastmix Plan, got {type(plan).__name__}")
+    compiling = torch.compiler.is_compiling()
+    if not compiling and plan.__dict__.get(BUILT_HERE):
+        # fields made by a sampler or constructor from checked inputs (never carried by replace)
+        if x is not None and plan.fill is not None:
+            _fill_fits(plan.fill, x)
+        plan.check_partner()     # its values may have been written since: checked again when they were
+        return
+    batch_size = None if x is None else x.shape[0]
     if not isinstance(plan.partner, torch.Tensor):
         raise ValueError(f"partner: expected a torch.Tensor, got {type(plan.partner).__name__}")
     if batch_size is None and isinstance(plan.lam_self, torch.Tensor) and plan.lam_self.dim() == 1:
@@ -86,8 +95,8 @@ def check_plan(plan: Plan, batch_size: Optional[int] = None, channels: Optional[
     _field("kind", plan.kind, (n,), (torch.int8,), device)
     if plan.fill is not None:
         _field("fill", plan.fill, (n, None), real, device)
-        if channels is not None and plan.fill.shape[1] not in (1, channels):
-            raise ValueError(f"fill: {plan.fill.shape[1]} values per sample for {channels} channels")
+        if x is not None:
+            _fill_fits(plan.fill, x)
     if plan.noise_seed is not None:
         _field("noise_seed", plan.noise_seed, (1,), (torch.int64,), device)
     if plan.mask is not None:
@@ -96,14 +105,16 @@ def check_plan(plan: Plan, batch_size: Optional[int] = None, channels: Optional[
         _field("mask", plan.mask, (n, *plan.size), real, device)
 
 
+def _fill_fits(fill: torch.Tensor, x: torch.Tensor) -> None:
+    channels = x.shape[1] if x.dim() >= 4 else 1
+    if fill.shape[1] not in (1, channels):
+        raise ValueError(f"fill: {fill.shape[1]} values per sample for {channels} channels")
+
+
 def check_plan_fits(name: str, x: torch.Tensor, plan: Plan) -> None:
     """Raise (before anything is written) when ``plan`` cannot apply to tensor ``x``
     (:func:`check_plan`, then the plan against ``x``)."""
-    if (isinstance(plan, Plan) and isinstance(plan.partner, torch.Tensor) and plan.partner.dim() == 1
-            and plan.partner.shape[0] != x.shape[0]):
-        raise ValueError(f"{name}: batch of {x.shape[0]}, but the plan is for {plan.partner.shape[0]} "
-                         f"(its partner's length)")
-    check_plan(plan, x.shape[0], x.shape[1] if x.dim() >= 4 else 1)
+    check_plan(plan, x)
     if x.shape[0] != plan.batch_size:
         raise ValueError(f"{name}: batch of {x.shape[0]}, but the plan is for {plan.batch_size}")
     if x.device != plan.device:

@@ -123,9 +123,9 @@ class Plan:
         graph runs) instead. The kernels walk the partner's cycle table, so an unchecked
         non-permutation would make them read and write outside the batch.
         """
-        partner_format(self.partner, self.batch_size, self.device)
         if self.pairing != PERM:
             return
+        partner_format(self.partner, self.batch_size, self.device)
         if torch.compiler.is_compiling():
             torch._assert_async(_is_permutation(self.partner), "partner: not a permutation of range(B)")
             return
@@ -180,6 +180,19 @@ class Plan:
                 "boxes": [b for b, on in zip(self.box[i].tolist(), live[i]) if on],
             })
         return rows
+
+
+# the key under which a plan's __dict__ records that fastmix built it from checked inputs (a
+# sampler, or mixup_plan/cutmix_plan): then its fields have the documented shapes, dtypes and
+# device, and functional.check_plan does not look at them again. dataclasses.replace and
+# Plan(...) make plans without it (checked in full where they are applied).
+BUILT_HERE = "_built_here"
+
+
+def built_here(plan: Plan) -> Plan:
+    """``plan``, marked as built by fastmix from checked inputs (see ``BUILT_HERE``)."""
+    plan.__dict__[BUILT_HERE] = True
+    return plan
 
 
 def box_is_live(box: torch.Tensor) -> torch.Tensor:
@@ -422,8 +435,8 @@ def assemble(partner: torch.Tensor, closed: Optional[_ClosedForm], use_cutmix: O
         lam_self = torch.where(mix, lam, (~cut).float())
         # a Mixup row's label weight is its exact pixel weight; CutMix rows keep theirs
         label = torch.where(cut, label_lam, lam_self)
-    return Plan(partner=partner, lam_self=lam_self, lam_partner=1.0 - lam_self, box=region[:, None, :],
-                label_lam=label, kind=kind, size=size, _closed=closed)
+    return built_here(Plan(partner=partner, lam_self=lam_self, lam_partner=1.0 - lam_self, box=region[:, None, :],
+                           label_lam=label, kind=kind, size=size, _closed=closed))
 
 
 def _given_partner(partner: Optional[torch.Tensor], pairing: str, n: int, device):
