@@ -101,3 +101,14 @@ def test_with_a_generator_draw_the_plan_eagerly_and_compile_the_application():
     xe, te = step(x.clone(), y)
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert torch.equal(xc, xe) and torch.equal(tc, te)
+
+
+def test_validate_true_under_compile_checks_with_an_asynchronous_assert():
+    # an explicit validate=True cannot branch on data in a graph: it asserts (a RuntimeError at run time)
+    mixer = fastmix.Mixup(num_classes=K, validate=True)
+    compiled, counters = _fullgraph(lambda x, y: mixer(x, y))
+    x = torch.rand(4, 3, 8, 12)
+    assert compiled(x.clone(), torch.tensor([0, 1, 2, K - 1]))[1].shape == (4, K)
+    with pytest.raises(RuntimeError, match=r"target: a class index is outside"):
+        compiled(x.clone(), torch.tensor([0, 1, 2, K]))
+    assert not counters["graph_break"], dict(counters["graph_break"])
