@@ -71,21 +71,56 @@ def pair(name: str, value, *, positive: bool = False) -> tuple[float, float]:
 
 
 def has_internal_overlap(x: torch.Tensor) -> bool:
-    """True when two indices of ``x`` address the same memory (an ``expand``ed tensor, say)."""
+    """True exactly when two indices of ``x`` address the same memory (an ``expand``ed tensor,
+    say). Free for every layout whose strides nest (contiguous, channels_last, slices, steps,
+    gaps); strides that interleave (``as_strided`` views whose spans cross) are decided by
+    enumerating the offsets (:func:`_offsets_collide`), the same answer at host cost."""
     dims = sorted(((x.stride(d), x.shape[d]) for d in range(x.dim()) if x.shape[d] > 1))
+    if x.numel() == 0:
+        return False
+    if dims and dims[0][0] == 0:
+        return True
     reach = 0  # largest offset reachable with the smaller strides
     for stride, size in dims:
         if stride <= reach:
-            return True
+            return _offsets_collide(dims)
         reach += stride * (size - 1)
     return False
+
+
+def _offsets_collide(dims: list) -> bool:
+    """Whether ``sum_d i_d * stride_d`` repeats over the index box ``dims`` (``(stride, size)``,
+    sorted, strides positive): one bitmap over the span, filled one slice of the largest-stride
+    dimension at a time (a slice's own repeats show in its sorted offsets)."""
+    *inner, (outer_stride, outer_size) = dims
+    offsets = torch.zeros((), dtype=torch.int64)
+    for stride, size in inner:
+        offsets = (offsets.unsqueeze(-1) + torch.arange(size, dtype=torch.int64) * stride)
+    offsets = offsets.reshape(-1).sort().values
+    if offsets.numel() > 1 and bool((offsets[1:] == offsets[:-1]).any()):
+        return True
+    seen = torch.zeros(outer_stride * (outer_size - 1) + int(offsets[-1]) + 1, dtype=torch.bool)
+    for i in range(outer_size):
+        here = offsets + i * outer_stride
+        if bool(seen[here].any()):
+            return True
+        seen[here] = True
+    return False
+
+
+def tensor(name: str, x) -> torch.Tensor:
+    """``x`` itself when it is a tensor, else a TypeError naming ``name`` (a numpy array included:
+    convert it with ``torch.from_numpy``)."""
+    if not isinstance(x, torch.Tensor):
+        hint = "; convert it with torch.from_numpy" if type(x).__module__ == "numpy" else ""
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}{hint}")
+    return x
 
 
 def batch(name: str, x, *, min_dim: int = 2, dims: Optional[Sequence[int]] = None,
           dtypes: Sequence[torch.dtype] = BLEND_DTYPES, writable: bool = True) -> torch.Tensor:
     """A batch tensor ``(B, ...)`` of a supported dtype, and (when written to) without self-overlap."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(x).__name__}")
+    tensor(name, x)
     if dims is not None and x.dim() not in dims:
         raise ValueError(f"{name}: expected {' or '.join(f'{d}-d' for d in dims)} (batch first), "
                          f"got shape {tuple(x.shape)}")
@@ -115,7 +150,11 @@ def labels(name: str, y, batch_size: int, num_classes: Optional[int], device: to
         if num_classes is None:
             raise ValueError(f"num_classes: needed to one-hot class indices of shape {tuple(y.shape)}")
         num_classes = integer("num_classes", num_classes, low=1)
-        if validate and y.numel() and bool(((y < 0) | (y >= num_classes)).any()):
+        if validate and torch.compiler.is_compiling():
+            # no branch on data in a graph: an asynchronous assert (a RuntimeError when it runs)
+            torch._assert_async(((y >= 0) & (y < num_classes)).all(), f"{name}: a class index is outside "
+                                f"[0, {num_classes})")
+        elif validate and y.numel() and bool(((y < 0) | (y >= num_classes)).any()):
             bad = y[(y < 0) | (y >= num_classes)][0]
             raise ValueError(f"{name}: class index {int(bad)} is outside [0, {num_classes})")
         return num_classes
@@ -131,5 +170,10 @@ def labels(name: str, y, batch_size: int, num_classes: Optional[int], device: to
 
 
 def default_validate(validate: Optional[bool], device: torch.device) -> bool:
-    """Label ranges are checked by default where that costs no host sync: on CPU tensors."""
-    return device.type == "cpu" if validate is None else bool(validate)
+    """Label ranges are checked by default where that costs no host sync: on CPU tensors, and
+    not under ``torch.compile`` (the check would branch on data, which ``fullgraph=True`` cannot
+    compile; an unchecked bad index gives a NaN row, never a stray write). ``validate=True``
+    under compile checks with an asynchronous assert instead (a RuntimeError when the graph runs)."""
+    if validate is None:
+        return device.type == "cpu" and not torch.compiler.is_compiling()
+    return bool(validate)

@@ -50,9 +50,10 @@ class FastCollateMixup(Mixup):
 
     Beyond timm: odd batch sizes (timm asserts an even batch; the middle sample of an odd batch
     pairs with itself and stays as it is) and ``generator=``. The draws use torch's generator, not
-    numpy's: in DataLoader workers leave ``generator`` None (each worker's torch seed differs), or
-    seed a generator per worker in ``worker_init_fn`` — a generator passed here is copied into
-    every worker with the same state, so all workers would draw the same plans.
+    numpy's: in DataLoader workers a generator passed here is copied into every worker with the
+    same state, so each worker derives its own stream from it and the seed torch gives the worker
+    (``fastmix.sampling._stream``): workers draw different plans, reproducibly when the
+    DataLoader is seeded; with ``generator`` None each worker's torch seed differs anyway.
     """
 
     def __init__(self, mixup_alpha: float = 1.0, cutmix_alpha: float = 0.0,

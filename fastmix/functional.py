@@ -15,10 +15,10 @@ from typing import Optional
 import torch
 
 from . import _checks, ops
-from .plan import Plan, cutmix_plan, flip_partner, mixup_plan, roll_partner
+from .plan import BUILT_HERE, Plan, cutmix_plan, flip_partner, mixup_plan, roll_partner
 from .sampling import CutoutSpec, ErasingSpec, MixupSpec, box_from_lam, box_from_minmax, sample_beta
 
-__all__ = ["apply", "apply_masks", "targets", "check_plan_fits", "Plan", "mixup_cutmix_plan", "mixup_plan",
+__all__ = ["apply", "apply_masks", "targets", "check_plan", "check_plan_fits", "Plan", "mixup_cutmix_plan", "mixup_plan",
            "cutmix_plan", "cutout_plan", "erasing_plan", "flip_partner", "roll_partner", "sample_beta",
            "box_from_lam", "box_from_minmax"]
 
@@ -46,10 +46,75 @@ def erasing_plan(batch_size: int, size: tuple[int, int], *, device=None, generat
     return ErasingSpec.checked(**options).draw(batch_size, size, device, generator)
 
 
-def check_plan_fits(name: str, x: torch.Tensor, plan: Plan) -> None:
-    """Raise (before anything is written) when ``plan`` cannot apply to tensor ``x``."""
+def _field(field: str, value, shape: tuple, dtypes: tuple, device) -> None:
+    """ValueError naming the plan field unless ``value`` is a tensor of ``shape`` (None: any size
+    there), one of ``dtypes``, on ``device``: what the kernels index without bounds checks."""
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{field}: expected a torch.Tensor, got {type(value).__name__}")
+    if value.dim() != len(shape) or any(want is not None and got != want for got, want in zip(value.shape, shape)):
+        want = ", ".join("N" if d is None else str(d) for d in shape)
+        raise ValueError(f"{field}: expected shape ({want}), got {tuple(value.shape)}")
+    if value.dtype not in dtypes:
+        raise ValueError(f"{field}: expected dtype {' or '.join(str(d) for d in dtypes)}, got {value.dtype}")
+    if value.device != device:
+        raise ValueError(f"{field}: on {value.device}, but the plan is on {device}")
+
+
+def check_plan(plan: Plan, x: Optional[torch.Tensor] = None) -> None:
+    """Raise a ValueError naming the field when ``plan``'s tensors are not what it documents: the
+    shapes, dtypes and device the kernels index by (metadata only, free), and a partner that is a
+    permutation of ``range(B)`` (:meth:`Plan.check_partner`: sampled plans skip it; a user-given
+    partner is read once, a host sync on CUDA). Box coordinates and weights need no check: every
+    backend clips boxes to the tensor, and a NaN weight gives NaN pixels, never a stray access.
+    With ``x``, the tensor the plan applies to: the partner must have one row per sample of it, a
+    per-channel fill one value per channel. A plan fastmix built from checked inputs (a sampler's,
+    ``mixup_plan``'s, ``cutmix_plan``'s) has only its partner and fill count looked at again.
+    """
     if not isinstance(plan, Plan):
         raise TypeError(f"plan: expected a fastmix Plan, got {type(plan).__name__}")
+    compiling = torch.compiler.is_compiling()
+    if not compiling and plan.__dict__.get(BUILT_HERE):
+        # fields made by a sampler or constructor from checked inputs (never carried by replace)
+        if x is not None and plan.fill is not None:
+            _fill_fits(plan.fill, x)
+        plan.check_partner()     # its values may have been written since: checked again when they were
+        return
+    batch_size = None if x is None else x.shape[0]
+    if not isinstance(plan.partner, torch.Tensor):
+        raise ValueError(f"partner: expected a torch.Tensor, got {type(plan.partner).__name__}")
+    if batch_size is None and isinstance(plan.lam_self, torch.Tensor) and plan.lam_self.dim() == 1:
+        batch_size = plan.lam_self.shape[0]     # then a partner of another length is the one named
+    if batch_size is not None:
+        _field("partner", plan.partner, (batch_size,), (torch.int64,), plan.partner.device)
+    plan.check_partner()
+    n, device = plan.batch_size, plan.device
+    real = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+    for field in ("lam_self", "lam_partner", "label_lam"):
+        _field(field, getattr(plan, field), (n,), real, device)
+    _field("box", plan.box, (n, None, 4), (torch.int32,), device)
+    _field("kind", plan.kind, (n,), (torch.int8,), device)
+    if plan.fill is not None:
+        _field("fill", plan.fill, (n, None), real, device)
+        if x is not None:
+            _fill_fits(plan.fill, x)
+    if plan.noise_seed is not None:
+        _field("noise_seed", plan.noise_seed, (1,), (torch.int64,), device)
+    if plan.mask is not None:
+        if plan.size is None:
+            raise ValueError("mask: a region mask needs the plan's size (H, W)")
+        _field("mask", plan.mask, (n, *plan.size), real, device)
+
+
+def _fill_fits(fill: torch.Tensor, x: torch.Tensor) -> None:
+    channels = x.shape[1] if x.dim() >= 4 else 1
+    if fill.shape[1] not in (1, channels):
+        raise ValueError(f"fill: {fill.shape[1]} values per sample for {channels} channels")
+
+
+def check_plan_fits(name: str, x: torch.Tensor, plan: Plan) -> None:
+    """Raise (before anything is written) when ``plan`` cannot apply to tensor ``x``
+    (:func:`check_plan`, then the plan against ``x``)."""
+    check_plan(plan, x)
     if x.shape[0] != plan.batch_size:
         raise ValueError(f"{name}: batch of {x.shape[0]}, but the plan is for {plan.batch_size}")
     if x.device != plan.device:
@@ -92,9 +157,15 @@ def apply_masks(masks: torch.Tensor, plan: Plan, *, ignore_index: int = 255) -> 
 
     CutMix rows copy the partner's box, Cutout/Erasing rows write ``ignore_index``, Mixup rows
     are left as they are; applied with the plan used for the images, masks and images match
-    pixel for pixel.
+    pixel for pixel. ``ignore_index`` must be a value ``masks``' dtype holds (uint8: 0 to 255,
+    so -1 is refused; int8: -128 to 127, so the default 255 is refused).
     """
     _checks.batch("masks", masks, dims=(3,), dtypes=_checks.MASK_DTYPES)
+    info = torch.iinfo(masks.dtype)
+    ignore_index = _checks.integer("ignore_index", ignore_index)
+    if not info.min <= ignore_index <= info.max:
+        raise ValueError(f"ignore_index: {ignore_index} does not fit masks of dtype {masks.dtype} "
+                         f"({info.min} to {info.max})")
     mask_plan = plan.for_masks(ignore_index)
     check_plan_fits("masks", masks, mask_plan)
     ops.apply_plan_(masks, mask_plan)
@@ -111,8 +182,7 @@ def targets(labels: torch.Tensor, plan: Plan, num_classes: Optional[int] = None,
     checks that class indices lie in ``[0, num_classes)``; unchecked, a bad index gives a NaN
     row, never an out-of-bounds write.
     """
-    if not isinstance(plan, Plan):
-        raise TypeError(f"plan: expected a fastmix Plan, got {type(plan).__name__}")
+    check_plan(plan)
     smoothing = _checks.number("smoothing", smoothing, low=0.0, high=1.0, high_open=True)
     k = _checks.labels("labels", labels, plan.batch_size, num_classes, plan.device,
                        _checks.default_validate(validate, plan.device))

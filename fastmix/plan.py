@@ -112,6 +112,29 @@ class Plan:
             return PERM
         return closed.name
 
+    def check_partner(self) -> None:
+        """Raise a ValueError naming ``partner`` unless it is a permutation of ``range(B)``.
+
+        A partner a sampler built (a closed form, :attr:`pairing` not ``"perm"``) needs no check;
+        any other is checked once and trusted while nothing writes to it (its identity and
+        version counter are remembered, as for :attr:`pairing`). The check reads its values: free
+        on CPU, one host sync on CUDA (a user-given partner only; sampled plans never pay it).
+        Under ``torch.compile`` it becomes an asynchronous assert (a ``RuntimeError`` when the
+        graph runs) instead. The kernels walk the partner's cycle table, so an unchecked
+        non-permutation would make them read and write outside the batch.
+        """
+        if self.pairing != PERM:
+            return
+        partner_format(self.partner, self.batch_size, self.device)
+        if torch.compiler.is_compiling():
+            torch._assert_async(_is_permutation(self.partner), "partner: not a permutation of range(B)")
+            return
+        seen = self.__dict__.get("_checked_partner")
+        if seen is not None and seen[0] is self.partner and seen[1] == self.partner._version:
+            return
+        check_permutation(self.partner)
+        self.__dict__["_checked_partner"] = (self.partner, self.partner._version)
+
     @functools.cached_property
     def cycles(self) -> "Cycles":
         """The partner permutation as cycles: the order in which an in-place pass must walk."""
@@ -157,6 +180,19 @@ class Plan:
                 "boxes": [b for b, on in zip(self.box[i].tolist(), live[i]) if on],
             })
         return rows
+
+
+# the key under which a plan's __dict__ records that fastmix built it from checked inputs (a
+# sampler, or mixup_plan/cutmix_plan): then its fields have the documented shapes, dtypes and
+# device, and functional.check_plan does not look at them again. dataclasses.replace and
+# Plan(...) make plans without it (checked in full where they are applied).
+BUILT_HERE = "_built_here"
+
+
+def built_here(plan: Plan) -> Plan:
+    """``plan``, marked as built by fastmix from checked inputs (see ``BUILT_HERE``)."""
+    plan.__dict__[BUILT_HERE] = True
+    return plan
 
 
 def box_is_live(box: torch.Tensor) -> torch.Tensor:
@@ -211,6 +247,40 @@ def self_partner(batch_size: int, device: DeviceLike = None) -> tuple[torch.Tens
     """Every sample its own partner (Cutout, Erasing): ``(partner, its closed form)``."""
     partner = torch.arange(batch_size, device=device)
     return partner, _closed_form(SELF, partner)
+
+
+def partner_format(partner, batch_size: int, device) -> None:
+    """ValueError naming ``partner`` unless it is a ``(batch_size,)`` int64 tensor on ``device``
+    (metadata only: no value is read)."""
+    if not isinstance(partner, torch.Tensor):
+        raise ValueError(f"partner: expected a torch.Tensor, got {type(partner).__name__}")
+    if partner.dtype != torch.int64:
+        raise ValueError(f"partner: expected an int64 permutation of range(B), got dtype {partner.dtype}")
+    if tuple(partner.shape) != (batch_size,):
+        raise ValueError(f"partner: expected shape ({batch_size},), got {tuple(partner.shape)}")
+    if device is not None and partner.device != torch.device(device):
+        raise ValueError(f"partner: on {partner.device}, but the plan is on {torch.device(device)}")
+
+
+def _is_permutation(partner: torch.Tensor) -> torch.Tensor:
+    """0-d bool tensor: ``partner`` holds every row of ``range(B)`` exactly once (on its device)."""
+    return (torch.sort(partner).values == torch.arange(partner.shape[0], device=partner.device)).all()
+
+
+def check_permutation(partner: torch.Tensor) -> None:
+    """ValueError naming ``partner`` unless its values are a permutation of ``range(B)`` (reads
+    one bool back: a host sync on CUDA). The message says what is wrong: a value out of range or
+    a row taken twice."""
+    n = partner.shape[0]
+    if n == 0 or partner.device.type == "meta" or bool(_is_permutation(partner)):   # meta: no values to read
+        return
+    values = partner.cpu()
+    bad = values[(values < 0) | (values >= n)]
+    if bad.numel():
+        raise ValueError(f"partner: value {int(bad[0])} is outside range({n}); expected a permutation of range({n})")
+    counts = torch.bincount(values, minlength=n)
+    raise ValueError(f"partner: row {int(torch.nonzero(counts > 1)[0])} appears {int(counts.max())} times; "
+                     f"expected a permutation of range({n})")
 
 
 # No program walks more than SEGMENT rows in a row: longer cycles (torchvision's roll is one cycle
@@ -365,31 +435,80 @@ def assemble(partner: torch.Tensor, closed: Optional[_ClosedForm], use_cutmix: O
         lam_self = torch.where(mix, lam, (~cut).float())
         # a Mixup row's label weight is its exact pixel weight; CutMix rows keep theirs
         label = torch.where(cut, label_lam, lam_self)
-    return Plan(partner=partner, lam_self=lam_self, lam_partner=1.0 - lam_self, box=region[:, None, :],
-                label_lam=label, kind=kind, size=size, _closed=closed)
+    return built_here(Plan(partner=partner, lam_self=lam_self, lam_partner=1.0 - lam_self, box=region[:, None, :],
+                           label_lam=label, kind=kind, size=size, _closed=closed))
 
 
 def _given_partner(partner: Optional[torch.Tensor], pairing: str, n: int, device):
+    """``(partner, closed form or None)``: a closed form when none is given, else the given one,
+    checked (:func:`check_permutation`: one host sync on CUDA)."""
     if partner is None:
         return closed_form_partner(pairing, n, device)
+    partner_format(partner, n, device)
+    check_permutation(partner)
     return partner, None
 
 
+def _trusting(plan: Plan) -> Plan:
+    """``plan`` with its (just checked) partner remembered as checked (:meth:`Plan.check_partner`)."""
+    if plan.pairing == PERM:
+        plan.__dict__["_checked_partner"] = (plan.partner, plan.partner._version)
+    return plan
+
+
+def _weights(name: str, value) -> torch.Tensor:
+    """A ``(B,)`` floating tensor of weights in [0, 1], or a ValueError/TypeError naming ``name``
+    (reads one bool back: a host sync on CUDA)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(value).__name__}")
+    if not value.dtype.is_floating_point:
+        raise TypeError(f"{name}: expected a floating-point tensor, got {value.dtype}")
+    if value.dim() != 1:
+        raise ValueError(f"{name}: expected shape (B,), got {tuple(value.shape)}")
+    if value.numel() and value.device.type != "meta" and not bool(((value >= 0) & (value <= 1)).all()):  # NaN too
+        bad = value[~((value >= 0) & (value <= 1))][0]
+        raise ValueError(f"{name}: every weight must be in [0, 1], got {float(bad)}")
+    return value
+
+
 def mixup_plan(lam: torch.Tensor, partner: Optional[torch.Tensor] = None, pairing: str = FLIP) -> Plan:
-    """A whole-sample Mixup plan for given per-sample ``lam`` ``(B,)`` and ``partner`` (default: flip)."""
+    """A whole-sample Mixup plan for given per-sample ``lam`` ``(B,)`` in [0, 1] and ``partner``
+    (default: flip). ``lam`` outside [0, 1] or NaN is a ValueError (timm's λ is a Beta draw: it is
+    never outside); a given ``partner`` must be an int64 permutation of ``range(B)``. Checking
+    reads the values: on CUDA one host sync (the samplers' plans never pay it)."""
+    lam = _weights("lam", lam)
     partner, closed = _given_partner(partner, pairing, lam.shape[0], lam.device)
-    return assemble(partner, closed, None, lam.float(), None, None, None)
+    return _trusting(assemble(partner, closed, None, lam.float(), None, None, None))
+
+
+def clip_boxes(box: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``[..., 4]`` boxes ``[y0, y1, x0, x1]`` clipped to an ``H x W`` image (int32): what every
+    backend blends, so label weights computed from them count the pixels actually cut."""
+    height, width = size
+    box = box.long()
+    return torch.stack([box[..., 0].clamp(0, height), box[..., 1].clamp(0, height),
+                        box[..., 2].clamp(0, width), box[..., 3].clamp(0, width)], -1).to(torch.int32)
 
 
 def cutmix_plan(box: torch.Tensor, size: tuple[int, int], partner: Optional[torch.Tensor] = None,
                 pairing: str = FLIP) -> Plan:
-    """A CutMix plan for given boxes ``(B, 4)``; label weights are the exact kept fractions."""
+    """A CutMix plan for given integer boxes ``(B, 4)`` ``[y0, y1, x0, x1]``; a box partly outside
+    the image is clipped to it (as timm's ``rand_bbox`` clips), and the label weights are the
+    exact fractions of pixels kept (timm's ``correct_lam``). A given ``partner`` must be an int64
+    permutation of ``range(B)`` (checked: on CUDA one host sync)."""
+    if not isinstance(box, torch.Tensor):
+        raise TypeError(f"box: expected a torch.Tensor, got {type(box).__name__}")
+    if box.dtype.is_floating_point or box.dtype.is_complex or box.dtype == torch.bool:
+        raise TypeError(f"box: expected integer pixel coordinates, got {box.dtype}")
+    if box.dim() != 2 or box.shape[1] != 4:
+        raise ValueError(f"box: expected shape (B, 4) [y0, y1, x0, x1], got {tuple(box.shape)}")
     n = box.shape[0]
     partner, closed = _given_partner(partner, pairing, n, box.device)
+    box = clip_boxes(box, size)
     label_lam = 1.0 - box_area_fraction(box, size)
     lam = torch.where(label_lam < 1.0, torch.zeros_like(label_lam), torch.ones_like(label_lam))
-    return assemble(partner, closed, torch.ones(n, dtype=torch.bool, device=box.device), lam,
-                    box.to(torch.int32), label_lam, size)
+    return _trusting(assemble(partner, closed, torch.ones(n, dtype=torch.bool, device=box.device), lam, box,
+                              label_lam, size))
 
 
 def erase_plan(box: torch.Tensor, size: tuple[int, int], fill: Optional[torch.Tensor],

@@ -25,7 +25,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _checks, draws, ops
-from .plan import FLIP, ROLL, SELF, Plan, _closed_form
+from .plan import FLIP, ROLL, SELF, Plan, _closed_form, built_here
 
 Generator = Optional[torch.Generator]
 DeviceLike = Union[torch.device, str, None]
@@ -47,8 +47,8 @@ def _stream(generator: Generator) -> Generator:
     copy of the same generator state, so each derives its own stream, once, from the generator's
     seed and the seed torch gives the worker (different per worker and per epoch; reproducible
     when the DataLoader is seeded), as PyTorch does for its own seeds."""
-    if generator is None:
-        return None
+    if generator is None or torch.compiler.is_compiling():   # compiled steps run in the main process
+        return generator
     info = torch.utils.data.get_worker_info()
     if info is None:
         return generator
@@ -88,7 +88,8 @@ def sampler_for(device: torch.device) -> str:
 def _plan_from_rows(rows: draws.PlanRows, pairing: str, size, fill=None, noise_seed=None) -> Plan:
     tensors = [torch.from_numpy(v) if not isinstance(v, torch.Tensor) else v for v in rows]
     partner = tensors[0]
-    return Plan(*tensors, fill=fill, noise_seed=noise_seed, size=size, _closed=_closed_form(pairing, partner))
+    return built_here(Plan(*tensors, fill=fill, noise_seed=noise_seed, size=size,
+                           _closed=_closed_form(pairing, partner)))
 
 
 @functools.lru_cache(maxsize=64)

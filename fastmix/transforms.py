@@ -46,8 +46,13 @@ class Mixup:
         multi_label: targets are dense multi-hot ``(B, num_classes)`` (any dtype, taken as
             float like timm's ``target.float()``), smoothed towards 0.5 (``y * (1 - ε) + ε / 2``)
             instead of towards ``ε / K`` (timm 1.0's ``multi_label``).
-        generator: a ``torch.Generator`` on the batch's device, for reproducible runs.
-        validate: check class indices are in range (default: CPU batches only; see
+        generator: a ``torch.Generator`` on the batch's device, for reproducible runs. In
+            DataLoader workers each worker derives its own stream from it (and the worker's seed),
+            so workers draw different plans, reproducibly. Not under ``torch.compile``: dynamo
+            cannot put a ``torch.Generator`` into a graph; draw the plan eagerly
+            (:meth:`plan`) and compile ``F.apply``/``F.targets`` with it.
+        validate: check class indices are in range (default: CPU batches only, and never under
+            ``torch.compile``, where the check would branch on data; see
             :func:`fastmix.functional.targets`).
 
     Calling it with ``(x, target)`` returns ``(x, soft_target)``: ``x`` is mixed in place
@@ -94,6 +99,7 @@ class Mixup:
                            num_classes=self.num_classes, smoothing=self.label_smoothing)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor):
+        _checks.tensor("x", x)
         _checks.batch("x", x, min_dim=2, dims=(4, 5) if self._spec.cutmix_on else None,
                       writable=not ops.grad_wanted(x))
         target = self._as_timm_takes_it(target)
@@ -153,7 +159,7 @@ class Cutout:
         return self._spec.draw(x.shape[0], spatial_size(x), x.device, self.generator)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images(x, self._spec.fill)
+        _check_images(x, "fill", self._spec.fill)
         return apply(x, self.plan(x))
 
 
@@ -180,13 +186,22 @@ class RandomErasing:
         return self._spec.draw(x.shape[0], spatial_size(x), x.device, self.generator)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images(x, None if self._spec.random_value else self._spec.value)
+        _check_images(x, "value", None if self._spec.random_value else self._spec.value)
         if self._spec.random_value and not x.dtype.is_floating_point:
             raise TypeError(f"x: value='random' draws N(0, 1) noise and needs a floating-point batch, got {x.dtype}")
         return apply(x, self.plan(x))
 
 
-def _check_images(x: torch.Tensor, fill) -> None:
+def _check_images(x: torch.Tensor, name: str, fill) -> None:
+    """``x`` is an image batch the fill (argument ``name``: a number, one per channel, or None)
+    applies to; on uint8 every fill value must be one a uint8 holds (timm and torchvision would
+    write a wrapped or clamped value: 300 is refused here, not silently 255)."""
+    _checks.tensor("x", x)
     _checks.batch("x", x, dims=(4, 5), writable=not ops.grad_wanted(x))
     if isinstance(fill, tuple) and len(fill) not in (1, x.shape[1]):
-        raise ValueError(f"fill: {len(fill)} values for {x.shape[1]} channels")
+        raise ValueError(f"{name}: {len(fill)} values for {x.shape[1]} channels")
+    if fill is not None and x.dtype == torch.uint8:
+        values = fill if isinstance(fill, tuple) else (fill,)
+        bad = [v for v in values if not 0 <= v <= 255]
+        if bad:
+            raise ValueError(f"{name}: {bad[0]} does not fit a uint8 batch (0 to 255)")

@@ -150,6 +150,10 @@ class _BaseMixUpCutMix(nn.Module):
             raise ValueError("labels_getter: returned a tensor that is not part of the inputs")
         batches = _image_batches(leaves, labels)
         if not batches:
+            arrays = [leaf for leaf in leaves if type(leaf).__module__ == "numpy" and hasattr(leaf, "shape")]
+            if arrays:
+                raise TypeError(f"images: expected a torch.Tensor, got {type(arrays[0]).__name__}; convert it with "
+                                f"torch.from_numpy")
             raise ValueError(f"inputs: {type(self).__name__} found no image batch beside the labels")
         first = batches[0]
         for b in batches:

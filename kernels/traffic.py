@@ -10,6 +10,11 @@ so the numbers are what a GPU would move at element granularity (sector rounding
 Besides totals it records which program touched which byte, so it can tell whether any byte
 was read twice (``reloaded_bytes``) and whether two programs touched a byte one of them wrote
 (``shared_bytes``: a race on a real GPU, where programs run concurrently).
+
+Every access is also checked against the storage of the launch's own tensor arguments: one that
+falls outside all of them (an out-of-bounds access on a GPU) is recorded in ``strays``, and with
+``count(..., strict=True)`` raises :class:`StrayAccess` *before* it is performed (so a fuzz test
+reports it instead of crashing the interpreter).
 """
 from __future__ import annotations
 
@@ -20,14 +25,43 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+class StrayAccess(AssertionError):
+    """A kernel was about to load or store outside every tensor it was launched with."""
+
+
 @dataclass
 class Traffic:
     ranges: list
     bytes_loaded: int = 0
     bytes_stored: int = 0
     launches: Counter = field(default_factory=Counter)
+    strict: bool = False
+    strays: list = field(default_factory=list)     # (kernel, "load" | "store", first stray addresses)
     _loads: list = field(default_factory=list)
     _stores: list = field(default_factory=list)
+    _launch_ranges: list = field(default_factory=list)
+    _kernel: str = ""
+
+    def _check_bounds(self, kind: str, addrs: np.ndarray, size: int) -> None:
+        inside = np.zeros(addrs.shape, dtype=bool)
+        for lo, hi in self._launch_ranges:
+            inside |= (addrs >= lo) & (addrs + size <= hi)
+        if inside.all():
+            return
+        stray = addrs[~inside][:8]
+        self.strays.append((self._kernel, kind, stray.tolist()))
+        if self.strict:
+            raise StrayAccess(f"{self._kernel}: {kind} of {int((~inside).sum())} element(s) outside every tensor "
+                              f"argument, first at {[hex(int(a)) for a in stray]}; arguments span "
+                              f"{[(hex(lo), hex(hi)) for lo, hi in self._launch_ranges]}")
+
+    def _check_atomic(self, ptrs, mask) -> None:
+        """Bounds only (atomics are hand-off counters, not batch traffic: they are not counted)."""
+        addrs = np.asarray(ptrs.data).reshape(-1)
+        keep = np.asarray(mask.data, dtype=bool).reshape(-1) if mask is not None else np.ones(addrs.shape, bool)
+        addrs = addrs[keep].astype(np.int64)
+        if addrs.size:
+            self._check_bounds("atomic", addrs, ptrs.get_element_ty().primitive_bitwidth // 8)
 
     def _record(self, kind: str, ptrs, mask, program: int) -> None:
         addrs = np.asarray(ptrs.data).reshape(-1)
@@ -36,6 +70,7 @@ class Traffic:
         if addrs.size == 0:
             return
         size = ptrs.get_element_ty().primitive_bitwidth // 8
+        self._check_bounds(kind, addrs, size)
         inside = np.zeros(addrs.shape, dtype=bool)
         for lo, hi in self.ranges:
             inside |= (addrs >= lo) & (addrs < hi)
@@ -106,16 +141,23 @@ class Traffic:
         return int(((counts > 1) & written).sum()) * size
 
 
+def _storage_range(t) -> tuple:
+    storage = t.untyped_storage()
+    return storage.data_ptr(), storage.data_ptr() + storage.nbytes()
+
+
 @contextlib.contextmanager
-def count(*tensors):
-    """Instrument the interpreter while the block runs; yields a :class:`Traffic`."""
+def count(*tensors, strict: bool = False):
+    """Instrument the interpreter while the block runs; yields a :class:`Traffic`. With
+    ``strict``, an access outside the launch's tensor arguments raises :class:`StrayAccess`."""
     from triton.runtime import interpreter
 
     ranges = [(t.data_ptr(), t.data_ptr() + t.untyped_storage().nbytes()) for t in tensors]
-    traffic = Traffic(ranges)
+    traffic = Traffic(ranges, strict=strict)
     builder_cls = interpreter.InterpreterBuilder
     builder = interpreter.interpreter_builder
     orig_load, orig_store = builder_cls.create_masked_load, builder_cls.create_masked_store
+    orig_rmw, orig_cas = builder_cls.create_atomic_rmw, builder_cls.create_atomic_cas
     orig_call = interpreter.GridExecutor.__call__
 
     def program() -> int:
@@ -131,14 +173,31 @@ def count(*tensors):
         traffic._record("store", ptrs, mask, program())
         return orig_store(self, ptrs, value, mask, *args)
 
+    def rmw(self, op, ptr, val, mask, *args):
+        traffic._check_atomic(ptr, mask)
+        return orig_rmw(self, op, ptr, val, mask, *args)
+
+    def cas(self, ptr, cmp, val, *args):
+        traffic._check_atomic(ptr, None)
+        return orig_cas(self, ptr, cmp, val, *args)
+
     def call(self, *args, **kwargs):
         traffic.launches[self.fn.__name__] += 1
-        return orig_call(self, *args, **kwargs)
+        traffic._kernel = self.fn.__name__
+        traffic._launch_ranges = [_storage_range(a) for a in (*args, *kwargs.values()) if hasattr(a, "data_ptr")]
+        try:
+            return orig_call(self, *args, **kwargs)
+        except Exception as err:        # the interpreter wraps what a kernel raises: unwrap ours
+            if isinstance(err.__cause__, StrayAccess):
+                raise err.__cause__ from None
+            raise
 
     builder_cls.create_masked_load, builder_cls.create_masked_store = load, store
+    builder_cls.create_atomic_rmw, builder_cls.create_atomic_cas = rmw, cas
     interpreter.GridExecutor.__call__ = call
     try:
         yield traffic
     finally:
         builder_cls.create_masked_load, builder_cls.create_masked_store = orig_load, orig_store
+        builder_cls.create_atomic_rmw, builder_cls.create_atomic_cas = orig_rmw, orig_cas
         interpreter.GridExecutor.__call__ = orig_call

@@ -12,7 +12,7 @@ import fastmix
 import fastmix.functional as F
 import fastmix.v2
 import oracle
-from helpers import H, K, W, distinct_labels, seeded, tolerance, twins
+from helpers import H, K, W, backend, distinct_labels, requires_triton, seeded, tolerance, twins
 
 def test_requires_grad_gives_new_tensor_and_gradient():
     labels = distinct_labels(6)
@@ -135,3 +135,13 @@ def test_gradcheck_through_the_mixup_transform():
     assert torch.autograd.gradcheck(
         lambda t: fastmix.v2.MixUp(num_classes=K, inplace=False, generator=seeded(1))(t, labels)[0], (v2x,),
         eps=1e-6, atol=1e-5, fast_mode=True)
+
+
+@pytest.mark.parametrize("name", ["reference", "cpu", pytest.param("triton", marks=requires_triton)])
+@pytest.mark.parametrize("plan_name", ["switch-roll", "mixup-randperm", "cutout"])
+def test_gradgradcheck_out_of_place_blend(name, plan_name):
+    # the blend is linear in x: its gradient (blend_grad) has a gradient too (the blend again)
+    plan = _gradcheck_plans()[plan_name]
+    x = torch.randn(4, 2, 5, 6, generator=seeded(7), dtype=torch.float64, requires_grad=True)
+    with backend(name):
+        assert torch.autograd.gradgradcheck(lambda t: F.apply(t, plan), (x,), eps=1e-6, atol=1e-5, fast_mode=True)

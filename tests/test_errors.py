@@ -1,5 +1,6 @@
 """Bad input raises ValueError or TypeError whose message names the argument, before anything is
-written: two flat tables, one row per case, each checked by one test.
+written: two flat tables, one row per case, each checked by one test (``CALL_ERRORS`` has at
+least 40 kinds across every public entry point: ``test_the_call_table_covers_every_entry_point``).
 
 ``CALL_ERRORS`` rows are ``pytest.param(build, error, argument, id=...)``: ``build()`` makes the
 inputs and returns ``(call, watched)``, the call that must raise and the tensors that must come
@@ -10,7 +11,9 @@ the boundaries the checks must accept follow.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,6 +52,35 @@ def on_broadcast(function, base_shape):
     """``function(x, labels)`` on ``x``, a stride-0 view of a smaller base: the base is watched."""
     base, y = torch.randn(*base_shape), labels()
     return calling(function, base.expand(4, 3, H, W), y, watch=[base, y])
+
+
+def cut_plan(b=4):
+    return F.mixup_cutmix_plan(b, (H, W), mixup_alpha=0.0, cutmix_alpha=1.0, generator=seeded(8))
+
+
+def with_partner(function, tensor, partner, *args, spatial=False, **kwargs):
+    """``function(tensor, plan, *args)`` for a sampled plan whose partner is replaced by ``partner``
+    (a user's plan, which no constructor checked); the tensor and the partner are watched."""
+    plan = cut_plan() if spatial else F.mixup_cutmix_plan(4, None, mixup_alpha=1.0, generator=seeded(9))
+    return calling(function, tensor, replace(plan, partner=partner), *args, watch=[tensor, partner], **kwargs)
+
+
+def uint8_images(b=4):
+    return torch.randint(0, 256, (b, 3, H, W), dtype=torch.uint8, generator=seeded(78))
+
+
+def uint8_image():
+    return uint8_images(1)[0]
+
+
+def numpy_images():
+    return np.zeros((4, 3, H, W), np.float32)
+
+
+def collating(samples):
+    """A FastCollateMixup call on ``samples``; every image (they are the inputs) is watched."""
+    collate = fastmix.FastCollateMixup(mixup_alpha=1.0, cutmix_alpha=1.0, num_classes=K, generator=seeded(10))
+    return calling(collate, samples, watch=[image for image, _ in samples])
 
 
 CALL_ERRORS = [
@@ -118,6 +150,70 @@ CALL_ERRORS = [
     pytest.param(lambda: calling(F.targets, torch.tensor([0, 1, 2, K]), F.mixup_cutmix_plan(4, None, mixup_alpha=1.0),
                                  K),
                  ValueError, "labels", id="targets-out-of-range"),
+    # hostile plans (issue 10): refused before a kernel could walk them
+    pytest.param(lambda: with_partner(F.apply, images(), torch.tensor([1, 0, 1, 2])), ValueError, "partner",
+                 id="apply-partner-duplicate"),
+    pytest.param(lambda: with_partner(F.apply, images(), torch.tensor([1, 0, 7, 2])), ValueError, "partner",
+                 id="apply-partner-out-of-range"),
+    pytest.param(lambda: with_partner(F.apply, images(), torch.tensor([1, 0, -2, 3])), ValueError, "partner",
+                 id="apply-partner-negative"),
+    pytest.param(lambda: with_partner(F.apply, images(), torch.tensor([1.0, 0.0, 3.0, 2.0])), ValueError, "partner",
+                 id="apply-partner-float"),
+    pytest.param(lambda: with_partner(F.apply, images(), torch.tensor([[1, 0, 3, 2]])), ValueError, "partner",
+                 id="apply-partner-2d"),
+    pytest.param(lambda: with_partner(F.apply, images(), torch.tensor([1, 0, 3, 3]), inplace=False),
+                 ValueError, "partner", id="apply-out-of-place-partner-duplicate"),
+    pytest.param(lambda: with_partner(F.targets, labels(), torch.tensor([1, 0, 5, 2]), K), ValueError, "partner",
+                 id="targets-partner-out-of-range"),
+    pytest.param(lambda: with_partner(F.apply_masks, torch.zeros(4, H, W, dtype=torch.uint8),
+                                      torch.tensor([0, 0, 1, 2]), spatial=True),
+                 ValueError, "partner", id="apply-masks-partner-duplicate"),
+    pytest.param(lambda: calling(F.apply, images(), replace(F.cutout_plan(4, (H, W), length=3), fill=torch.zeros(4, 2))),
+                 ValueError, "fill", id="apply-fill-channels"),
+    pytest.param(lambda: calling(F.apply, images(), replace(F.cutout_plan(4, (H, W), length=3),
+                                                            box=torch.zeros(3, 1, 4, dtype=torch.int32))),
+                 ValueError, "box", id="apply-box-rows"),
+    pytest.param(lambda: calling(F.mixup_plan, torch.tensor([0.5, 1.5, 0.5, 0.5])), ValueError, "lam",
+                 id="mixup-plan-lam-above-one"),
+    pytest.param(lambda: calling(F.mixup_plan, torch.tensor([0.5, float("nan"), 0.5, 0.5])), ValueError, "lam",
+                 id="mixup-plan-lam-nan"),
+    pytest.param(lambda: calling(F.mixup_plan, torch.full((4,), 0.5), torch.tensor([0, 1, 2, 2])),
+                 ValueError, "partner", id="mixup-plan-partner-duplicate"),
+    pytest.param(lambda: calling(F.cutmix_plan, torch.tensor([[0, 4, 0, 4]] * 4), (H, W), torch.tensor([3, 2, 1, 9])),
+                 ValueError, "partner", id="cutmix-plan-partner-out-of-range"),
+    pytest.param(lambda: calling(F.cutmix_plan, torch.tensor([[0.0, 4.0, 0.0, 4.0]] * 4), (H, W)), TypeError, "box",
+                 id="cutmix-plan-float-box"),
+    pytest.param(lambda: calling(F.cutmix_plan, torch.tensor([[0, 4, 0]] * 4), (H, W)), ValueError, "box",
+                 id="cutmix-plan-box-shape"),
+    # values a dtype cannot hold
+    pytest.param(lambda: calling(F.apply_masks, torch.zeros(4, H, W, dtype=torch.uint8), cut_plan(), ignore_index=-1),
+                 ValueError, "ignore_index", id="apply-masks-uint8-minus-one"),
+    pytest.param(lambda: calling(F.apply_masks, torch.zeros(4, H, W, dtype=torch.int8), cut_plan()),
+                 ValueError, "ignore_index", id="apply-masks-int8-default-255"),
+    pytest.param(lambda: calling(transform(fastmix.Cutout, length=4, fill=300), uint8_images()),
+                 ValueError, "fill", id="cutout-fill-300-uint8"),
+    pytest.param(lambda: calling(transform(fastmix.Cutout, length=4, fill=(0, 0, -3)), uint8_images()),
+                 ValueError, "fill", id="cutout-fill-negative-uint8"),
+    pytest.param(lambda: calling(transform(fastmix.RandomErasing, p=1.0, value=256), uint8_images()),
+                 ValueError, "value", id="erasing-value-256-uint8"),
+    # numpy arrays where a tensor belongs
+    pytest.param(lambda: calling(mixup(), numpy_images(), labels(), watch=[]), TypeError, "x", id="mixup-numpy-x"),
+    pytest.param(lambda: calling(transform(fastmix.Cutout, length=4), numpy_images(), watch=[]), TypeError, "x",
+                 id="cutout-numpy-x"),
+    pytest.param(lambda: calling(transform(fastmix.RandomErasing), numpy_images(), watch=[]), TypeError, "x",
+                 id="erasing-numpy-x"),
+    pytest.param(lambda: calling(transform(fastmix.v2.CutMix, num_classes=K), numpy_images(), labels()),
+                 TypeError, "images", id="v2-numpy-images"),
+    pytest.param(lambda: calling(F.apply, numpy_images(), F.mixup_plan(torch.full((4,), 0.5)), watch=[]),
+                 TypeError, "x", id="apply-numpy-x"),
+    # FastCollateMixup (timm's collate_fn)
+    pytest.param(lambda: collating([(uint8_image(), 1), (uint8_image(), K)]), ValueError, "labels",
+                 id="collate-label-out-of-range"),
+    pytest.param(lambda: collating([(uint8_image(), 1), (uint8_image().float(), 2)]), TypeError, "batch[1][0]",
+                 id="collate-float-image"),
+    pytest.param(lambda: collating([(uint8_image(), 1), (uint8_image()[:, :-1], 2)]), ValueError, "batch[1][0]",
+                 id="collate-shape-mismatch"),
+    pytest.param(lambda: collating([]), ValueError, "batch", id="collate-empty"),
 ]
 
 
@@ -129,9 +225,17 @@ def test_call_errors_raise_before_writing(build, error, argument, request):
     with pytest.raises(error) as info:
         call()
     assert type(info.value) is error, f"{name}: raised {type(info.value).__name__}, expected {error.__name__}"
-    assert re.search(rf"\b{re.escape(argument)}\b", str(info.value)), (
+    assert re.search(rf"(?<![\w\[]){re.escape(argument)}(?![\w\]])", str(info.value)), (
         f"{name}: the message does not name {argument!r}: {info.value}")
     assert_unchanged(watched, before, name)
+
+
+def test_the_call_table_covers_every_entry_point():
+    ids = [row.id for row in CALL_ERRORS]
+    assert len(set(ids)) == len(ids) >= 40, f"{len(set(ids))} kinds of bad call"
+    for prefix in ("v2-", "cutout-", "erasing-", "collate-", "apply-", "apply-masks-", "targets-", "mixup-plan-",
+                   "cutmix-plan-"):
+        assert any(i.startswith(prefix) for i in ids), f"no bad call of the {prefix[:-1]} entry point"
 
 
 CTOR_ERRORS = [

@@ -24,6 +24,8 @@ META_SAMPLERS = {
     "cutout-rgb": lambda: cutout_plan(8, (16, 24), fill=(0.1, 0.2, 0.3), device="meta"),
     "erasing-number": lambda: erasing_plan(8, (16, 24), value=0.5, device="meta"),
     "erasing-random": lambda: erasing_plan(8, (16, 24), value="random", device="meta"),
+    # the constructors check given values (lam in [0, 1], a permutation): on CUDA that reads one
+    # bool back; on meta there are no values, and the checks are skipped
     "mixup_plan": lambda: mixup_plan(torch.rand(8, device="meta")),
     "cutmix_plan": lambda: cutmix_plan(torch.zeros(8, 4, dtype=torch.int32, device="meta"), (16, 24),
                                        partner=torch.arange(8, device="meta")),
