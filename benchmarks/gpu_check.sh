@@ -15,7 +15,10 @@ cp -r kernels "$site/fastmix/kernels"
 export PYTHONPATH="$site" PYTHONUNBUFFERED=1
 timeout "${BENCH_TIMEOUT:-180}" python3 -P benchmarks/compare.py --device cuda --shapes 256x3x224x224 \
     --dtypes float32,bfloat16,uint8 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
-timeout "${GPU_TEST_TIMEOUT:-120}" python3 -P -m pytest tests/test_gpu.py -q -p no:cacheprovider 2>&1 | tee "$OUT/test_gpu.log"
+timeout "${GPU_TEST_TIMEOUT:-120}" python3 -P -m pytest tests/test_gpu.py tests/test_pieces.py -q -p no:cacheprovider \
+    -k "gpu or cuda or sync or test_gpu" 2>&1 | tee "$OUT/test_gpu.log"
+timeout "${FAMILY_TIMEOUT:-60}" python3 -P benchmarks/family.py --device cuda --shape 256x3x224x224 --repeat 20 \
+    2>&1 | tee "$OUT/family.log"
 timeout "${KERNEL_TEST_TIMEOUT:-200}" python3 -P -m pytest tests/test_kernels.py -q -p no:cacheprovider \
     --durations=5 2>&1 | tee "$OUT/test_kernels.log"
 python3 -P -m fastmix.cli demo --device cuda --out "$OUT/demo.png" 2>&1 | tee "$OUT/demo.log"

@@ -36,7 +36,7 @@ import torch.nn.functional as nnf
 from . import _checks, ops
 from .functional import apply
 from .layout import spatial_size
-from .plan import CUTMIX, NONE, PERM, Plan, _ClosedForm, closed_form_partner, cutmix_plan
+from .plan import CUTMIX, NONE, PERM, Plan, _ClosedForm, closed_form_partner, drawn, drawn_cutmix_plan
 from .sampling import _stream, sample_beta, uniforms
 
 __all__ = ["FMix", "SaliencyMix", "fourier_noise", "fmix_mask", "mask_plan", "spectral_residual_saliency",
@@ -218,9 +218,8 @@ class FMix(_ImageMix):
         if tuple(noise.shape[-2:]) != size:
             noise = nnf.interpolate(noise[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
         partner, closed = draw_partner(self.pairing, batch, device, self.generator)
-        return mask_plan(fmix_mask(noise, lam, self.max_soft), partner, active=_active(self.prob, partner,
-                                                                                         self.generator),
-                         closed=closed)
+        return drawn(mask_plan(fmix_mask(noise, lam, self.max_soft), partner,
+                               active=_active(self.prob, partner, self.generator), closed=closed))
 
 
 # --------------------------------------------------------------------------------------------
@@ -305,5 +304,5 @@ class SaliencyMix(_ImageMix):
         peak = spectral_residual_saliency(x, self.sigma).flatten(1).argmax(1)[partner]
         box = box_at(peak // size[1], peak % size[1], lam, size)
         box = box * _active(self.prob, partner, self.generator)[:, None]
-        # a closed-form pairing is rebuilt by cutmix_plan (equal to ``partner``), so the kernels walk it without a table
-        return cutmix_plan(box, size, partner=partner) if closed is None else cutmix_plan(box, size, pairing=self.pairing)
+        # sampled boxes and partner: nothing to read back (a closed form keeps its table-free walk)
+        return drawn_cutmix_plan(box, size, partner, closed)

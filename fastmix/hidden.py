@@ -41,7 +41,7 @@ from torch import nn
 from . import _checks, ops
 from .family_masks import _active, _MixArguments, draw_partner, mask_plan
 from .functional import apply
-from .plan import MIXUP, PERM, Plan, exact_complement, mixup_plan
+from .plan import MIXUP, PERM, Plan, drawn, drawn_mixup_plan, exact_complement
 from .sampling import sample_beta, uniforms
 
 __all__ = ["ManifoldMixup", "PatchUp", "INPUT"]
@@ -116,8 +116,8 @@ class _HiddenMix(_MixArguments):
                                  _checks.default_validate(self.validate, x.device))
         if not self.module.training:
             self.last_layer, self.last_plan = None, None
-            keep = mixup_plan(torch.ones(x.shape[0], device=x.device),
-                              partner=torch.arange(x.shape[0], device=x.device))
+            keep = drawn_mixup_plan(torch.ones(x.shape[0], device=x.device),
+                                    torch.arange(x.shape[0], device=x.device), None)
             return self.module(x), ops.targets_of(target, keep, classes, self.label_smoothing)
         name = self.choose_layer() if layer is None else layer
         if name == INPUT:
@@ -188,7 +188,7 @@ class ManifoldMixup(_HiddenMix):
         lam = sample_beta(self.alpha, batch, device, self.generator)
         partner, closed = self._partner(batch, device)
         lam = torch.where(_active(self.prob, partner, self.generator), lam, 1.0)
-        return mixup_plan(lam, partner=partner) if closed is None else mixup_plan(lam, pairing=self.pairing)
+        return drawn_mixup_plan(lam, partner, closed)     # a Beta draw and a sampled partner: no read-back
 
 
 class PatchUp(_HiddenMix):
@@ -255,13 +255,13 @@ class PatchUp(_HiddenMix):
         holes = self.blocks(h.shape, device).view(batch, channels * height, width)
         plan = mask_plan(1.0 - holes, partner, active=_active(self.prob, partner, self.generator), closed=closed)
         if self.mode == "hard":
-            return plan
+            return drawn(plan)
         touched = plan.lam_partner == 1.0
         changed = plan.mask.double().mean((1, 2))
         lam_self = torch.where(touched, lam, 1.0)
         label = torch.where(touched, 1.0 - changed * (1.0 - lam.double()), 1.0).float()
-        return replace(plan, lam_self=lam_self, lam_partner=1.0 - lam_self, label_lam=label,
-                       kind=torch.where(touched, MIXUP, 0).to(torch.int8))
+        return drawn(replace(plan, lam_self=lam_self, lam_partner=1.0 - lam_self, label_lam=label,
+                             kind=torch.where(touched, MIXUP, 0).to(torch.int8)))
 
     def mix(self, h: torch.Tensor, plan: Plan) -> torch.Tensor:
         batch, channels, height, width = h.shape

@@ -471,6 +471,26 @@ def _weights(name: str, value) -> torch.Tensor:
     return value
 
 
+def drawn(plan: Plan) -> Plan:
+    """``plan`` as fastmix's own samplers build it (the family's: a ``randperm`` or closed-form
+    partner, weights from Beta draws): a permutation by construction and fields from checked
+    arguments, so applying it reads nothing back (no host sync on CUDA). Never for a user's
+    tensors: :func:`mixup_plan` and :func:`cutmix_plan` check those."""
+    plan.__dict__["_checked_partner"] = (plan.partner, plan.partner._version)
+    return built_here(plan)
+
+
+def drawn_mixup_plan(lam: torch.Tensor, partner: torch.Tensor, closed: Optional[_ClosedForm]) -> Plan:
+    """:func:`mixup_plan` for a sampler's own ``lam`` (in [0, 1]) and partner: nothing read back."""
+    return drawn(assemble(partner, closed, None, lam.float(), None, None, None))
+
+
+def drawn_cutmix_plan(box: torch.Tensor, size: tuple[int, int], partner: torch.Tensor,
+                      closed: Optional[_ClosedForm]) -> Plan:
+    """:func:`cutmix_plan` for a sampler's own boxes ``(B, 4)`` and partner: nothing read back."""
+    return drawn(_cutmix_assembled(box, size, partner, closed))
+
+
 def mixup_plan(lam: torch.Tensor, partner: Optional[torch.Tensor] = None, pairing: str = FLIP) -> Plan:
     """A whole-sample Mixup plan for given per-sample ``lam`` ``(B,)`` in [0, 1] and ``partner``
     (default: flip). ``lam`` outside [0, 1] or NaN is a ValueError (timm's λ is a Beta draw: it is
@@ -502,13 +522,18 @@ def cutmix_plan(box: torch.Tensor, size: tuple[int, int], partner: Optional[torc
         raise TypeError(f"box: expected integer pixel coordinates, got {box.dtype}")
     if box.dim() != 2 or box.shape[1] != 4:
         raise ValueError(f"box: expected shape (B, 4) [y0, y1, x0, x1], got {tuple(box.shape)}")
+    partner, closed = _given_partner(partner, pairing, box.shape[0], box.device)
+    return _trusting(_cutmix_assembled(box, size, partner, closed))
+
+
+def _cutmix_assembled(box: torch.Tensor, size: tuple[int, int], partner: torch.Tensor,
+                      closed: Optional[_ClosedForm]) -> Plan:
+    """The CutMix plan of boxes ``(B, 4)`` (clipped to the image; label weights = pixels kept)."""
     n = box.shape[0]
-    partner, closed = _given_partner(partner, pairing, n, box.device)
     box = clip_boxes(box, size)
     label_lam = 1.0 - box_area_fraction(box, size)
     lam = torch.where(label_lam < 1.0, torch.zeros_like(label_lam), torch.ones_like(label_lam))
-    return _trusting(assemble(partner, closed, torch.ones(n, dtype=torch.bool, device=box.device), lam, box,
-                              label_lam, size))
+    return assemble(partner, closed, torch.ones(n, dtype=torch.bool, device=box.device), lam, box, label_lam, size)
 
 
 def erase_plan(box: torch.Tensor, size: tuple[int, int], fill: Optional[torch.Tensor],

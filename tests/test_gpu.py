@@ -94,3 +94,22 @@ def test_training_size_matches_reference(dtype, kind):
     diff = (got.double() - want.double()).abs().max().item()
     bound = {torch.float32: 1e-4, torch.bfloat16: 2.0, torch.uint8: 1.0}[dtype]   # values up to 255
     assert diff <= bound, f"{kind}/{dtype}: max difference {diff}"
+
+
+@pytest.mark.parametrize("name", ["FMix", "SaliencyMix"])
+def test_family_mask_steps_never_synchronise_and_match_the_reference(name):
+    x = torch.rand(16, 3, 32, 32, device="cuda")
+    y = torch.randint(0, 10, (16,), device="cuda")
+    op = getattr(fastmix, name)(num_classes=10, generator=torch.Generator(device="cuda").manual_seed(0))
+    op(x.clone(), y)              # compile the kernels first
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        plan = op.plan(x)
+        out = F.apply(x.clone(), plan)
+        op(x.clone(), y)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    with backend("reference"):
+        want = F.apply(x.cpu(), plan.to("cpu"))
+    torch.testing.assert_close(out.cpu(), want)

@@ -1,0 +1,71 @@
+"""The mixup family draws and checks its plans without reading a value back to the host: on CUDA
+each such read (``.item()``, ``bool(t)``, ``int(t)``) is a host sync. A read dispatches
+``aten::_local_scalar_dense`` on any device, so a dispatch mode that refuses that op finds them on
+the CPU too (the meta-device trick of ``test_sampling_on_device.py`` cannot: the checks skip meta
+tensors, which have no values)."""
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import fastmix
+from fastmix import functional as F
+from fastmix.pieces import check_for
+
+
+class NoReadBack(TorchDispatchMode):
+    """Raise on any read of a tensor value back to the host."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            raise AssertionError(f"a tensor value was read back to the host ({func})")
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_mode_catches_a_read_back():
+    with pytest.raises(AssertionError, match="read back"), NoReadBack():
+        bool((torch.ones(2) > 0).all())
+
+
+IMAGE_METHODS = {
+    "FMix": lambda g: fastmix.FMix(num_classes=10, generator=g),
+    "FMix-soft-flip": lambda g: fastmix.FMix(max_soft=0.3, pairing="flip", num_classes=10, generator=g),
+    "SaliencyMix": lambda g: fastmix.SaliencyMix(num_classes=10, generator=g),
+    "SaliencyMix-roll": lambda g: fastmix.SaliencyMix(pairing="roll", prob=0.5, num_classes=10, generator=g),
+}
+PIECE_METHODS = {
+    "RICAP": lambda g: fastmix.RICAP(num_classes=10, generator=g),
+    "DirichletMixup": lambda g: fastmix.DirichletMixup(k=4, num_classes=10, generator=g),
+    "ResizeMix": lambda g: fastmix.ResizeMix(mode="bilinear", prob=0.5, num_classes=10, generator=g),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMAGE_METHODS))
+def test_image_plans_are_drawn_and_checked_without_reading_back(name):
+    x = torch.rand(6, 3, 16, 20)
+    op = IMAGE_METHODS[name](torch.Generator().manual_seed(0))
+    with NoReadBack():
+        plan = op.plan(x)
+        F.check_plan(plan, x)
+    F.check_plan(plan, x)     # and it is a valid plan (the check that would read, outside the mode)
+
+
+@pytest.mark.parametrize("name", sorted(PIECE_METHODS))
+def test_piece_plans_are_drawn_and_checked_without_reading_back(name):
+    x = torch.rand(6, 3, 16, 20)
+    op = PIECE_METHODS[name](torch.Generator().manual_seed(0))
+    with NoReadBack():
+        plan = op.plan(x)
+        check_for(x, plan)
+
+
+@pytest.mark.parametrize("cls, kwargs", [(fastmix.ManifoldMixup, {}), (fastmix.PatchUp, {"mode": "hard"}),
+                                         (fastmix.PatchUp, {"mode": "soft", "block_size": 3}),
+                                         (fastmix.ManifoldMixup, {"pairing": "flip"})])
+def test_hidden_layer_plans_are_drawn_and_checked_without_reading_back(cls, kwargs):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    mixer = cls(model, ["0"], num_classes=10, generator=torch.Generator().manual_seed(0), **kwargs)
+    h = torch.rand(6, 4, 8, 8)
+    with NoReadBack():
+        plan = mixer.plan(h, "0")
+        F.check_plan(plan, h.reshape(6, 1, 32, 8) if cls is fastmix.PatchUp else h)
