@@ -1,7 +1,7 @@
 # Entry points, each doing its own set-up from nothing:
 #   make demo   install into .venv (with Pillow, the demo extra) and run fastmix demo: it writes
 #               fastmix-demo.png (a picture of every mix) and prints a checked table
-#   make test   install into .venv (with the test extra) and run the test suite
+#   make test   install into .venv (with the test extra) and run the test suite (on every core)
 #   make train  install into .venv (with the train extra) and run `fastmix train --data digits`
 #   make parity install into .venv-parity (torch 2.14.1 + the real timm and torchvision) and run
 #               tests/parity against them
@@ -54,7 +54,7 @@ demo: $(VENV)/.demo
 	$(VENV)/bin/fastmix demo
 
 test: $(VENV)/.test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 train: $(VENV)/.train
 	$(VENV)/bin/fastmix train --data digits
