@@ -133,6 +133,11 @@ class Plan:
         if seen is not None and seen[0] is self.partner and seen[1] == self.partner._version:
             return
         check_permutation(self.partner)
+        self._remember_checked_partner()
+
+    def _remember_checked_partner(self) -> None:
+        """Trust the partner as it is now (its identity and version): :meth:`check_partner` reads
+        it again only after something writes to it."""
         self.__dict__["_checked_partner"] = (self.partner, self.partner._version)
 
     @functools.cached_property
@@ -449,13 +454,6 @@ def _given_partner(partner: Optional[torch.Tensor], pairing: str, n: int, device
     return partner, None
 
 
-def _trusting(plan: Plan) -> Plan:
-    """``plan`` with its (just checked) partner remembered as checked (:meth:`Plan.check_partner`)."""
-    if plan.pairing == PERM:
-        plan.__dict__["_checked_partner"] = (plan.partner, plan.partner._version)
-    return plan
-
-
 def _weights(name: str, value) -> torch.Tensor:
     """A ``(B,)`` floating tensor of weights in [0, 1], or a ValueError/TypeError naming ``name``
     (reads one bool back: a host sync on CUDA)."""
@@ -472,11 +470,11 @@ def _weights(name: str, value) -> torch.Tensor:
 
 
 def drawn(plan: Plan) -> Plan:
-    """``plan`` as fastmix's own samplers build it (the family's: a ``randperm`` or closed-form
-    partner, weights from Beta draws): a permutation by construction and fields from checked
-    arguments, so applying it reads nothing back (no host sync on CUDA). Never for a user's
-    tensors: :func:`mixup_plan` and :func:`cutmix_plan` check those."""
-    plan.__dict__["_checked_partner"] = (plan.partner, plan.partner._version)
+    """``plan`` marked as known good: its partner a permutation and its fields from checked
+    arguments, so applying it reads nothing back (no host sync on CUDA). A sampler's plan is that
+    by construction (a ``randperm`` or closed-form partner, weights from Beta draws); a user's
+    tensors become it only once :func:`mixup_plan` or :func:`cutmix_plan` has checked them."""
+    plan._remember_checked_partner()
     return built_here(plan)
 
 
@@ -498,7 +496,7 @@ def mixup_plan(lam: torch.Tensor, partner: Optional[torch.Tensor] = None, pairin
     reads the values: on CUDA one host sync (the samplers' plans never pay it)."""
     lam = _weights("lam", lam)
     partner, closed = _given_partner(partner, pairing, lam.shape[0], lam.device)
-    return _trusting(assemble(partner, closed, None, lam.float(), None, None, None))
+    return drawn(assemble(partner, closed, None, lam.float(), None, None, None))
 
 
 def clip_boxes(box: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -523,7 +521,7 @@ def cutmix_plan(box: torch.Tensor, size: tuple[int, int], partner: Optional[torc
     if box.dim() != 2 or box.shape[1] != 4:
         raise ValueError(f"box: expected shape (B, 4) [y0, y1, x0, x1], got {tuple(box.shape)}")
     partner, closed = _given_partner(partner, pairing, box.shape[0], box.device)
-    return _trusting(_cutmix_assembled(box, size, partner, closed))
+    return drawn(_cutmix_assembled(box, size, partner, closed))
 
 
 def _cutmix_assembled(box: torch.Tensor, size: tuple[int, int], partner: torch.Tensor,
@@ -559,7 +557,7 @@ class PlanArgs(NamedTuple):
 
     partner: torch.Tensor                 # (B,) int64
     walk: torch.Tensor                    # (B,) int32 cycles in walk order, or empty (closed-form pairings)
-    segments: torch.Tensor                # (3, B + 1) int32 segment table (Cycles.segments), or empty
+    segments: torch.Tensor                # (4, B + 1) int32 segment table (Cycles.segments), or empty
     lam_self: torch.Tensor                # (B,) float32
     lam_partner: torch.Tensor             # (B,) float32
     box: torch.Tensor                     # (B, N, 4) int32
