@@ -31,6 +31,7 @@ import torch
 
 from . import _checks, draws
 from .layout import spatial_size
+from .family_masks import _FamilyArguments
 from .pieces import PIECE_DTYPES, RESIZE_MODES, PiecePlan, apply_pieces, label_pieces, pieces_targets
 from .sampling import uniforms
 
@@ -143,18 +144,12 @@ def resizemix_plan(batch: int, size: tuple[int, int], scope: Sequence[float] = (
 # the transforms
 # --------------------------------------------------------------------------------------------
 
-class _PieceMix:
-    """What the three transforms share: arguments, checks, ``plan`` and ``__call__``."""
+class _PieceMix(_FamilyArguments):
+    """What the three transforms share: arguments (the family's), checks, ``plan`` and ``__call__``."""
 
     def __init__(self, prob: float, label_smoothing: float, num_classes: int,
                  generator: Optional[torch.Generator]):
-        self.prob = _checks.probability("prob", prob)
-        self.label_smoothing = _checks.number("label_smoothing", label_smoothing, low=0.0, high=1.0,
-                                              high_open=True)
-        self.num_classes = _checks.integer("num_classes", num_classes, low=1)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
-        self.generator = generator
+        super().__init__(prob, label_smoothing, num_classes, generator)
 
     def _draw(self, batch: int, size: tuple[int, int], device) -> PiecePlan:
         raise NotImplementedError
@@ -168,12 +163,14 @@ class _PieceMix:
         """``(out, soft)``: the mixed batch (a new tensor) and ``(B, num_classes)`` float32 targets."""
         _checks.batch("x", x, dims=(4, 5), dtypes=PIECE_DTYPES, writable=False)
         _checks.labels("target", target, x.shape[0], self.num_classes, x.device,
-                       _checks.default_validate(None, x.device))
-        plan = self.plan(x)
-        return apply_pieces(x, plan), pieces_targets(target, plan, self.num_classes, self.label_smoothing)
+                       _checks.default_validate(self.validate, x.device))
+        plan = self._draw(x.shape[0], spatial_size(x), x.device)     # x is checked: no second check
+        # the labels are checked (their range too, where that is free): not a second time
+        return apply_pieces(x, plan), pieces_targets(target, plan, self.num_classes, self.label_smoothing,
+                                                     validate=False)
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "generator")
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k not in ("generator", "validate"))
         return f"{type(self).__name__}({args})"
 
 

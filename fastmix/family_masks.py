@@ -149,17 +149,26 @@ def _check_pairing(pairing) -> str:
     return pairing
 
 
-class _MixArguments:
-    """The arguments every family member checks alike: ``prob``, ``pairing`` and the targets'."""
+class _FamilyArguments:
+    """The arguments every family member checks alike: ``prob``, the targets' and ``generator``."""
 
-    def __init__(self, prob, pairing, label_smoothing, num_classes, generator, validate):
+    def __init__(self, prob, label_smoothing, num_classes, generator, validate=None):
         self.prob = _checks.probability("prob", prob)
-        self.pairing = _check_pairing(pairing)
         self.label_smoothing = _checks.number("label_smoothing", label_smoothing, low=0.0, high=1.0,
                                               high_open=True)
         self.num_classes = _checks.integer("num_classes", num_classes, low=1)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator: expected a torch.Generator, got {type(generator).__name__}")
         self.generator = generator
         self.validate = validate
+
+
+class _MixArguments(_FamilyArguments):
+    """The family members with one partner per sample: ``pairing`` too."""
+
+    def __init__(self, prob, pairing, label_smoothing, num_classes, generator, validate):
+        super().__init__(prob, label_smoothing, num_classes, generator, validate)
+        self.pairing = _check_pairing(pairing)
 
 
 class _ImageMix(_MixArguments):

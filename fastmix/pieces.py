@@ -366,7 +366,11 @@ def apply_pieces_cpu(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
     whatever the batch size: a small batch is bound by the count of ops), large ones box by box
     (:func:`apply_pieces_boxes`: only each destination box is computed, which a large sample's
     memory traffic pays for)."""
-    lay = check_for(x, plan)
+    return _cpu_walk(x, plan, check_for(x, plan))
+
+
+def _cpu_walk(x: torch.Tensor, plan: PiecePlan, lay: Layout) -> torch.Tensor:
+    """:func:`apply_pieces_cpu` for a checked ``plan`` (the one decision: by sample size)."""
     if lay.sample_numel >= BOX_WALK_ELEMENTS:
         return apply_pieces_boxes(x, plan, lay)
     return _every_piece_everywhere(x, plan, lay, flat_gather=True)
@@ -457,11 +461,11 @@ def apply_pieces(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
     picks Triton (CUDA, or ``FASTMIX_BACKEND=triton`` under the interpreter) and no gradient is
     wanted and the image sides fit its int32 index arithmetic; :func:`apply_pieces_cpu` for CPU
     tensors; else (and whenever a gradient is wanted) the reference (vectorised, differentiable)."""
-    check_for(x, plan)
+    lay = check_for(x, plan)                  # once: the walks below take the checked layout
     name = ops.backend_for(x)
     if name == "triton" and not ops.grad_wanted(x) and max(plan.size) <= MAX_KERNEL_SIDE:
         from .kernels import pieces as kernel
         return kernel.apply_pieces(x, plan)
     if name == "cpu" and not ops.grad_wanted(x):
-        return apply_pieces_cpu(x, plan)
-    return apply_pieces_reference(x, plan)
+        return _cpu_walk(x, plan, lay)
+    return _every_piece_everywhere(x, plan, lay, flat_gather=False)
