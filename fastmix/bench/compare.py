@@ -20,6 +20,7 @@ runs. CPU timings default to one thread: on a 2-core VM the 2-thread pool gives 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -110,10 +111,12 @@ print(json.dumps(dict(launches=launches.total, host_us=(time.perf_counter() - st
 """
 
 
+@functools.lru_cache(maxsize=None)
 def fastmix_launches(name: str) -> dict:
     """The CUDA path of a fastmix candidate, run by the interpreter on a small batch (subprocess):
     its launches (aten ops that launch a kernel + Triton launches, label checks off as on CUDA) and
-    the host's time per call with the kernels stubbed out (argument checks, plan bookkeeping)."""
+    the host's time per call with the kernels stubbed out (argument checks, plan bookkeeping).
+    The same for every case of a run (a fixed small batch): one subprocess per candidate."""
     env = {**os.environ, "TRITON_INTERPRET": "1", "FASTMIX_BACKEND": "triton"}
     out = subprocess.run([sys.executable, "-c", _LAUNCH_CODE.format(name=name)], capture_output=True, text=True,
                          env=env)
