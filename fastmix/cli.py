@@ -43,6 +43,11 @@ def _demo(args) -> int:
     return 0 if ok else 1
 
 
+# every command of ``fastmix``, in the order --help lists them (tests/test_dependencies.py runs each
+# one's --help in an environment that has only the declared dependencies)
+COMMANDS = ("demo", "train", "kernels", "bench")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="fastmix", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

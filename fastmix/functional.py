@@ -94,7 +94,7 @@ def check_plan(plan: Plan, x: Optional[torch.Tensor] = None) -> None:
     _field("box", plan.box, (n, None, 4), (torch.int32,), device)
     _field("kind", plan.kind, (n,), (torch.int8,), device)
     if plan.fill is not None:
-        _field("fill", plan.fill, (n, None), real, device)
+        _field("fill", plan.fill, (n, None), real + (torch.int64,), device)   # int64: exact mask ids
         if x is not None:
             _fill_fits(plan.fill, x)
     if plan.noise_seed is not None:

@@ -57,7 +57,8 @@ class Plan:
         label_lam: ``(B,)`` float32, weight of the sample's own label in its target.
         kind: ``(B,)`` int8, one of ``NONE, MIXUP, CUTMIX, ERASE`` (for logging and masks).
         fill: ``(B, 1)`` or ``(B, C)`` float32 value inside the region where
-            ``lam_self + lam_partner < 1``; None when nothing is filled.
+            ``lam_self + lam_partner < 1`` (int64 in :meth:`for_masks`' plans: class ids are
+            written exactly); None when nothing is filled.
         noise_seed: ``(1,)`` int64; when set the fill is N(0, 1) noise drawn from it with a
             counter-based generator (:mod:`fastmix.noise`: the same plan always gives the same noise).
         size: ``(H, W)`` the boxes were drawn for, or None when every region is the whole
@@ -169,7 +170,9 @@ class Plan:
         """
         keep = self.kind == MIXUP
         box = torch.where(keep[:, None, None], torch.zeros_like(self.box), self.box)
-        fill = torch.full((self.batch_size, 1), float(ignore_index), device=self.device)
+        # int64, not float32: a float32 fill rounds 2**31 - 1 and 16777217 (every backend converts
+        # the fill to the mask's dtype, exactly for any value that dtype holds)
+        fill = torch.full((self.batch_size, 1), int(ignore_index), dtype=torch.int64, device=self.device)
         return replace(self, lam_self=torch.where(keep, 1.0, self.lam_self),
                        lam_partner=torch.where(keep, 0.0, self.lam_partner), box=box, fill=fill, noise_seed=None)
 

@@ -11,7 +11,8 @@ import torch
 import fastmix.functional as F
 from fastmix.functional import cutout_plan, erasing_plan, mixup_cutmix_plan
 from fastmix.plan import CUTMIX, KIND_NAMES, MIXUP, NONE
-from helpers import H, W, constant_batch, seeded, value_of
+from fastmix import ops
+from helpers import KERNEL_DEVICE, H, W, backend, constant_batch, seeded, value_of
 
 def _mask_plans(b):
     size = (H, W)
@@ -94,3 +95,44 @@ def test_for_masks(gen):
     cut_out = cutout_plan(64, (24, 40), n_holes=2, fill=0.5, generator=gen)
     masks = cut_out.for_masks(ignore_index=-1)
     assert torch.equal(masks.box, cut_out.box) and bool((masks.fill == -1).all())
+
+
+MASK_EXTREMES = [(dtype, value) for dtype in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+                 for value in (torch.iinfo(dtype).min, torch.iinfo(dtype).max, torch.iinfo(dtype).max - 1)] + [
+    (torch.int32, 2**24 + 1), (torch.int64, 2**24 + 1), (torch.int64, 2**53 + 1), (torch.int32, -(2**24) - 1)]
+
+
+@pytest.mark.parametrize("where", ["reference", "cpu", "triton"])
+@pytest.mark.parametrize("dtype, ignore_index", MASK_EXTREMES,
+                         ids=[f"{str(d).split('.')[1]}-{v}" for d, v in MASK_EXTREMES])
+def test_ignore_index_and_copied_ids_land_bit_for_bit(where, dtype, ignore_index):
+    """Any ``ignore_index`` the mask dtype holds is written exactly (a float32 fill would give
+    -2**31 for 2**31 - 1 and 16777216 for 16777217), and CutMix copies class ids at the dtype's
+    extremes exactly: on the reference, the CPU path and the kernels (under the interpreter)."""
+    if where == "triton" and not ops.triton_available():
+        pytest.skip("triton is not installed")
+    b = 6
+    info = torch.iinfo(dtype)
+    # sample i holds an id at the far end of the dtype from ignore_index, different per sample
+    ids = [info.max - i if ignore_index < 0 else info.min + i for i in range(b)]
+    device = KERNEL_DEVICE if where == "triton" else "cpu"
+    plans = {"erase": F.cutout_plan(b, (H, W), n_holes=2, length=6, generator=seeded(5)),
+             "cutmix": F.mixup_cutmix_plan(b, (H, W), mixup_alpha=0.0, cutmix_alpha=1.0, mode="elem",
+                                           generator=seeded(6))}
+    for name, plan in plans.items():
+        masks = torch.tensor(ids, dtype=dtype).view(b, 1, 1).repeat(1, H, W)
+        images = F.apply(torch.arange(1, b + 1, dtype=torch.float32).view(b, 1, 1, 1).repeat(1, 1, H, W), plan)
+        with backend(where):
+            out = F.apply_masks(masks.to(device), plan.to(device), ignore_index=ignore_index).cpu()
+        for i in range(b):
+            source = images[i, 0]
+            if name == "erase":
+                hole = source != i + 1     # Cutout fills 0, which no sample holds
+                want = torch.where(hole, torch.tensor(ignore_index, dtype=dtype), torch.tensor(ids[i], dtype=dtype))
+            else:
+                want = torch.tensor(ids, dtype=dtype)[source.long() - 1]
+            assert torch.equal(out[i], want), (
+                f"{where} {name} sample {i}: {int((out[i] != want).sum())} pixels differ; "
+                f"got {sorted(set(out[i].flatten().tolist()))[:4]}, want {sorted(set(want.flatten().tolist()))[:4]}")
+        if name == "erase":
+            assert bool((out == ignore_index).any()), f"{where}: no hole was cut"
