@@ -18,7 +18,7 @@ import time
 import torch
 
 import fastmix
-from fastmix.bench.timing import time_interleaved
+from fastmix.apps.bench.timing import time_interleaved
 
 
 def _spin(stop) -> None:

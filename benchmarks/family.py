@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import family_baselines as baselines  # noqa: E402
 
 import fastmix  # noqa: E402
-from fastmix.bench.timing import machine, time_call, time_interleaved  # noqa: E402
+from fastmix.apps.bench.timing import machine, time_call, time_interleaved  # noqa: E402
 
 NUM_CLASSES = 100
 

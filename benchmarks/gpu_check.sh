@@ -21,4 +21,4 @@ timeout "${FAMILY_TIMEOUT:-60}" python3 -P benchmarks/family.py --device cuda --
     2>&1 | tee "$OUT/family.log"
 timeout "${KERNEL_TEST_TIMEOUT:-200}" python3 -P -m pytest tests/test_kernels.py -q -p no:cacheprovider \
     --durations=5 2>&1 | tee "$OUT/test_kernels.log"
-python3 -P -m fastmix.cli demo --device cuda --out "$OUT/demo.png" 2>&1 | tee "$OUT/demo.log"
+python3 -P -m fastmix demo --device cuda --out "$OUT/demo.png" 2>&1 | tee "$OUT/demo.log"

@@ -6,7 +6,7 @@ Runs on CUDA when present (times include a synchronize), else on CPU.
 import pytest
 import torch
 
-from fastmix.bench import compare, peers
+from fastmix.apps.bench import compare, peers
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SHAPES = {"256x3x32x32": (256, 3, 32, 32), "64x3x224x224": (64, 3, 224, 224)}

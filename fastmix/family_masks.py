@@ -36,7 +36,8 @@ import torch.nn.functional as nnf
 from . import _checks, ops
 from .functional import apply
 from .layout import spatial_size
-from .plan import CUTMIX, NONE, PERM, Plan, _ClosedForm, closed_form_partner, drawn, drawn_cutmix_plan
+from .partners import PERM, _ClosedForm, closed_form_partner
+from .plan import CUTMIX, NONE, Plan, drawn, drawn_cutmix_plan
 from .sampling import _stream, sample_beta, uniforms
 
 __all__ = ["FMix", "SaliencyMix", "fourier_noise", "fmix_mask", "mask_plan", "spectral_residual_saliency",

@@ -15,7 +15,8 @@ from typing import Optional
 import torch
 
 from . import _checks, ops
-from .plan import BUILT_HERE, Plan, cutmix_plan, flip_partner, mixup_plan, roll_partner
+from .partners import flip_partner, roll_partner
+from .plan import BUILT_HERE, Plan, cutmix_plan, mixup_plan
 from .sampling import CutoutSpec, ErasingSpec, MixupSpec, box_from_lam, box_from_minmax, sample_beta
 
 __all__ = ["apply", "apply_masks", "targets", "check_plan", "check_plan_fits", "Plan", "mixup_cutmix_plan", "mixup_plan",

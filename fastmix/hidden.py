@@ -41,7 +41,8 @@ from torch import nn
 from . import _checks, ops
 from .family_masks import _active, _MixArguments, draw_partner, mask_plan
 from .functional import apply
-from .plan import MIXUP, PERM, Plan, drawn, drawn_mixup_plan, exact_complement
+from .partners import PERM
+from .plan import MIXUP, Plan, drawn, drawn_mixup_plan, exact_complement
 from .sampling import sample_beta, uniforms
 
 __all__ = ["ManifoldMixup", "PatchUp", "INPUT"]

@@ -135,7 +135,7 @@ def _mix_targets_impl(labels: Tensor, partner: Tensor, label_lam: Tensor, num_cl
     return (cpu if name == "cpu" else reference).mix_targets(labels, partner, label_lam, num_classes, smoothing)
 
 
-# every op's implementation by name (fastmix.bench.launches looks inside them)
+# every op's implementation by name (fastmix.apps.bench.launches looks inside them)
 IMPLEMENTATIONS = {"blend_": _blend_impl_, "blend": functools.partial(_out_of_place, "blend"),
                    "blend_grad": functools.partial(_out_of_place, "blend_grad"), "mix_targets": _mix_targets_impl}
 _lib.impl("blend_", _blend_impl_, "CompositeExplicitAutograd")

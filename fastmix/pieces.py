@@ -310,7 +310,6 @@ def _every_piece_everywhere(x: torch.Tensor, plan: PiecePlan, lay: Layout, flat_
     r = torch.arange(rows, device=dev)
     lane = torch.arange(lanes, device=dev)
     col, chan = lane // lay.lane_scale, lane % lay.lane_scale
-    b_idx = torch.arange(batch, device=dev)
     p_idx = torch.arange(planes, device=dev)[None, :, None, None]
     acc = torch.full(x4.shape, -0.0, dtype=cdt, device=dev)
     if flat_gather:   # x's elements as one 1-d view of its storage, from its first element on

@@ -19,7 +19,6 @@ Every function takes the launchers' arguments: ``(x, layout, args)``.
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import torch
 

@@ -25,7 +25,8 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _checks, draws, ops
-from .plan import FLIP, ROLL, SELF, Plan, _closed_form, built_here
+from .partners import FLIP, ROLL, SELF, _closed_form
+from .plan import Plan, built_here
 
 Generator = Optional[torch.Generator]
 DeviceLike = Union[torch.device, str, None]

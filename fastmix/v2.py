@@ -28,7 +28,8 @@ from torch.utils import _pytree
 from . import _checks, ops
 from .functional import apply
 from .layout import spatial_size
-from .plan import ROLL, Plan
+from .partners import ROLL
+from .plan import Plan
 from .sampling import MixupSpec
 
 # --------------------------------------------------------------------------------------------

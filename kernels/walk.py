@@ -10,7 +10,7 @@ batch before it is used as an address.
 import triton
 import triton.language as tl
 
-from fastmix.plan import SEGMENT as _SEGMENT
+from fastmix.partners import SEGMENT as _SEGMENT
 
 # how a program finds the rows of its cycle (constexpr globals: the kernels read them, the
 # launchers pass their .value)

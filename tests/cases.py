@@ -6,7 +6,8 @@ import torch
 from dataclasses import replace
 
 from fastmix import functional as F
-from fastmix.plan import Plan, closed_form_partner
+from fastmix.partners import closed_form_partner
+from fastmix.plan import Plan
 
 LAYOUTS = ("nchw", "nhwc", "video", "video_cl", "crop", "features")
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64, torch.uint8)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fastmix.bench import compare
+from fastmix.apps.bench import compare
 
 ROOT = Path(__file__).resolve().parents[1]
 CANDIDATES = ["fastmix_mixup_batch", "fastmix_collate_switch_elem"]

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from fastmix import cli, demo
+from fastmix.apps import cli, demo
 
 METHOD_ROWS = len(demo.METHODS)
 

@@ -15,7 +15,7 @@ import fastmix
 import fastmix.functional as F
 import fastmix.v2
 from fastmix._checks import has_internal_overlap
-from fastmix.plan import PERM
+from fastmix.partners import PERM
 from helpers import (K, assert_unchanged, backend, constant_batch, mixed_row, raw_bytes, requires_triton, seeded,
                      value_of)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fastmix
-from fastmix.bench.launches import count_launches
+from fastmix.apps.bench.launches import count_launches
 
 from helpers import backend, requires_triton
 

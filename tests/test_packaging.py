@@ -24,6 +24,6 @@ def test_wheel_contains_the_kernels_and_py_typed(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for required in ("fastmix/__init__.py", "fastmix/py.typed", "fastmix/kernels/__init__.py",
                      "fastmix/kernels/blend.py", "fastmix/kernels/targets.py", "fastmix/kernels/aot.py",
-                     "fastmix/collate.py", "fastmix/demo.py", "fastmix/bench/compare.py", "fastmix/bench/peers.py"):
+                     "fastmix/collate.py", "fastmix/apps/demo.py", "fastmix/apps/bench/compare.py", "fastmix/apps/bench/peers.py"):
         assert required in names, f"{required} missing from {wheel.name}"
     assert not any(name.startswith("kernels/") for name in names), "kernels/ must install inside fastmix/"

@@ -15,7 +15,7 @@ import oracle
 from helpers import KERNEL_DEVICE, assert_close, backend, requires_triton
 
 from fastmix.functional import cutmix_plan, flip_partner, mixup_cutmix_plan, mixup_plan, roll_partner
-from fastmix.plan import Cycles, _cycles_by_pointer_jumping, cycles_of
+from fastmix.partners import Cycles, _cycles_by_pointer_jumping, cycles_of
 
 
 def cycle_list(cycles: Cycles, partner: torch.Tensor) -> list[list[int]]:

@@ -13,7 +13,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastmix import draws
 from fastmix.family import DirichletMixup, RICAP, ResizeMix, dirichlet_plan, resizemix_plan, ricap_plan
 from fastmix.pieces import PiecePlan, apply_pieces, apply_pieces_reference, piece_plan, pieces_targets
 from helpers import (HAS_CUDA, KERNEL_DEVICE, assert_close, assert_uniform_ints, backend, ks_one_sample,

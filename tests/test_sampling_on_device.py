@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from fastmix.functional import cutmix_plan, cutout_plan, erasing_plan, mixup_cutmix_plan, mixup_plan
-from fastmix.plan import CUTMIX, MIXUP, NONE, cycles_of
+from fastmix.partners import cycles_of
+from fastmix.plan import CUTMIX, MIXUP, NONE
 
 from helpers import tensors_of
 

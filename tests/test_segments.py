@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from fastmix import functional as F
-from fastmix.layout import describe
-from fastmix.plan import SEGMENT
+from fastmix.partners import SEGMENT
 
 from cases import make_batch, make_plan
 from helpers import HAS_CUDA, KERNEL_DEVICE, assert_close, backend, requires_triton

@@ -7,8 +7,8 @@ import sys
 import pytest
 import torch
 
-from fastmix import cli, train, train_data, train_report
-from fastmix.train_arms import ARMS, DEFAULT_ARMS, Arm, ArmSetup, register_arm, select_arms
+from fastmix.apps import cli, train, train_data, train_report
+from fastmix.apps.train_arms import ARMS, DEFAULT_ARMS, Arm, ArmSetup, register_arm, select_arms
 
 
 # ------------------------------------------------------------------------------------------

@@ -18,10 +18,10 @@ from typing import Callable, Optional
 
 import torch
 
-from . import v2
-from .family import RICAP, DirichletMixup, ResizeMix
-from .family_masks import FMix, SaliencyMix
-from .transforms import Cutout, Mixup, RandomErasing
+from .. import v2
+from ..family import RICAP, DirichletMixup, ResizeMix
+from ..family_masks import FMix, SaliencyMix
+from ..transforms import Cutout, Mixup, RandomErasing
 
 # how one mix is called: (uint8 or float images (B, 3, H, W), int64 labels (B,)) -> (the images
 # mixed, soft targets (B, num_classes) float32)

@@ -3,7 +3,7 @@
 The claim it reruns: a 4-conv/2-FC CNN on CIFAR-10, batch 128, Adam at 1e-3, 30 epochs, a
 binary cross-entropy loss on soft targets, reaches about 74.5% test accuracy without Mixup and
 76.5% with Mixup (alpha = 0.2 on about one image in five). Every arm (see
-:mod:`fastmix.train_arms`) trains the same network with the same optimiser, batch, loss and
+:mod:`fastmix.apps.train_arms`) trains the same network with the same optimiser, batch, loss and
 schedule from the same seeds (same initialisation, same batch order); only the mix differs.
 
     fastmix train                                   # digits, default arms, 2 seeds: a few minutes on 2 CPU cores

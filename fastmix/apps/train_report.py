@@ -34,7 +34,6 @@ def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, 
     # bucketize(right=False) puts x in bin b when edge[b-1] < x <= edge[b]: the (lo, hi] bins
     edges = torch.arange(1, bins, dtype=torch.float64) / bins
     index = torch.bucketize(confidence, edges, right=False)
-    count = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, torch.ones_like(confidence))
     conf_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, confidence)
     correct_sum = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, correct.double())
     return float((correct_sum - conf_sum).abs().sum() / confidence.numel())

@@ -23,10 +23,10 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from . import v2
-from .family import RICAP, DirichletMixup, ResizeMix
-from .family_masks import FMix, SaliencyMix
-from .transforms import Mixup
+from .. import v2
+from ..family import RICAP, DirichletMixup, ResizeMix
+from ..family_masks import FMix, SaliencyMix
+from ..transforms import Mixup
 
 MixFn = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
 
@@ -55,7 +55,7 @@ DEFAULT_ARMS = ("none", "mixup-source", "timm", "cutmix")
 def register_arm(arm: Arm, *, replace: bool = False) -> Arm:
     """Add ``arm`` to :data:`ARMS` (a ValueError if the name is taken, unless ``replace``)."""
     if not isinstance(arm, Arm):
-        raise TypeError(f"arm: expected a fastmix.train_arms.Arm, got {type(arm).__name__}")
+        raise TypeError(f"arm: expected a fastmix.apps.train_arms.Arm, got {type(arm).__name__}")
     if not arm.name or "," in arm.name:
         raise ValueError(f"arm: a name must be non-empty and free of commas, got {arm.name!r}")
     if arm.name in ARMS and not replace:

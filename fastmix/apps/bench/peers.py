@@ -6,7 +6,7 @@ loop would call that library.  Use :func:`make` rather than the raw factories: i
 also checks that the peer's library imports (``PeerMissing``) and that the peer
 handles ``x``'s dtype / batch size correctly (``PeerUnsupported``).
 
-:func:`count_traffic` (from :mod:`fastmix.bench.traffic`) counts the bytes that the aten ops
+:func:`count_traffic` (from :mod:`fastmix.apps.bench.traffic`) counts the bytes that the aten ops
 of one call read and write. :func:`timm_collate` builds timm's ``FastCollateMixup``.
 
 This module imports only ``torch`` at top level; timm, torchvision and kornia are
@@ -269,7 +269,7 @@ _TIMM_PER_SAMPLE = (
 
 HOST_ROUND_TRIPS: Dict[str, str] = {
     "loop_mixup": (
-        "fastmix/bench/peers.py _loop_mixup: lam = torch.distributions.Beta(1.0, 1.0).sample() and "
+        "fastmix/apps/bench/peers.py _loop_mixup: lam = torch.distributions.Beta(1.0, 1.0).sample() and "
         "torch.randperm(B) are made on the host (CPU tensors); lam enters device kernels as a CPU scalar "
         "and x[perm] / oh[perm] copy the host-built index to the device"
     ),

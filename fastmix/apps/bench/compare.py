@@ -13,7 +13,7 @@ over the batch (``x.mul_(1)``, the floor), and the bytes its aten ops move relat
 (peers: counted with a TorchDispatchMode; fastmix: the Triton kernels' loads and stores counted
 under the interpreter on a small batch). Peers that are not installed, or that reject a dtype,
 are listed with the reason. The collate rows (CPU) put fastmix.FastCollateMixup beside timm's
-on a list of uint8 samples (:mod:`fastmix.bench.collate`). A line per case goes to stderr as it
+on a list of uint8 samples (:mod:`fastmix.apps.bench.collate`). A line per case goes to stderr as it
 runs. CPU timings default to one thread: on a 2-core VM the 2-thread pool gives bimodal times
 (override with --threads).
 """
@@ -92,8 +92,8 @@ print(total / 4 / (2 * x.nbytes))
 
 _LAUNCH_CODE = """
 import json, os, time, torch
-from fastmix.bench.compare import FASTMIX
-from fastmix.bench.launches import count_launches
+from fastmix.apps.bench.compare import FASTMIX
+from fastmix.apps.bench.launches import count_launches
 from triton.runtime import interpreter, jit
 x = torch.rand(8, 3, 32, 32); y = torch.randint(0, 10, (8,))
 fn = FASTMIX[{name!r}][1](x, y, 10, validate=False)

@@ -1,6 +1,6 @@
 """``fastmix`` command line: ``demo`` draws what each mix does and checks label weights against
-pixels (:mod:`fastmix.demo`); ``bench`` times fastmix beside its peers (:mod:`fastmix.bench`);
-``train`` reruns the mixing-versus-no-mixing training experiment (:mod:`fastmix.train`);
+pixels (:mod:`fastmix.apps.demo`); ``bench`` times fastmix beside its peers (:mod:`fastmix.apps.bench`);
+``train`` reruns the mixing-versus-no-mixing training experiment (:mod:`fastmix.apps.train`);
 ``kernels`` compiles the Triton kernels ahead of time for sm_80/sm_90 and prints their resource table."""
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import torch
 
 
 def _demo(args) -> int:
-    from . import Mixup, demo, ops
+    from .. import Mixup, ops
+    from . import demo
 
     device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
     originals, rows = demo.mix_rows(args.seed, count=args.samples, device=device)
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
         if rest:
             parser.error(f"unrecognised arguments: {' '.join(rest)}")
         return train.main(args, " ".join(["fastmix"] + list(sys.argv[1:] if argv is None else argv)))
-    from .kernels import aot
+    from ..kernels import aot
     return aot.main(rest)
 
 

@@ -1,7 +1,0 @@
-"""``fastmix bench``: the side-by-side comparison with timm, torchvision, kornia and a hand loop.
-
-- :mod:`fastmix.bench.compare` — the cases, the tables, ``--json`` and ``--baseline`` (the command);
-- :mod:`fastmix.bench.collate` — FastCollateMixup beside timm's, on lists of uint8 samples;
-- :mod:`fastmix.bench.peers` — the peers' adapters (imported lazily: none of them is needed);
-- :mod:`fastmix.bench.traffic`, :mod:`fastmix.bench.timing` — bytes moved, timing and progress.
-"""
