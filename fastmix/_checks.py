@@ -149,7 +149,8 @@ def labels(name: str, y, batch_size: int, num_classes: Optional[int], device: to
             raise ValueError(f"{name}: {y.shape[0]} labels for a batch of {batch_size}")
         if num_classes is None:
             raise ValueError(f"num_classes: needed to one-hot class indices of shape {tuple(y.shape)}")
-        num_classes = integer("num_classes", num_classes, low=1)
+        if type(num_classes) is not int or num_classes < 1:     # the transforms pass a checked int
+            num_classes = integer("num_classes", num_classes, low=1)
         if validate and torch.compiler.is_compiling():
             # no branch on data in a graph: an asynchronous assert (a RuntimeError when it runs)
             torch._assert_async(((y >= 0) & (y < num_classes)).all(), f"{name}: a class index is outside "

@@ -1,9 +1,12 @@
 """The CPU fast path: the reference's results (``fastmix/reference.py``) in fewer, larger ops.
 
 On a CPU tensor the plan can be read to the host for free (the host *is* the device), so this
-module reads it once as numpy arrays (:class:`Facts`) and picks one walk by one named decision
-(:func:`choose_walk`):
+module picks one walk by one named decision (:func:`decide`), from the plan's form where that
+says enough, else from the plan read once as numpy arrays (:class:`Facts`):
 
+- ``UNIFORM``: a batch-mode plan (one weight and one box expanded to every row, a closed-form
+  partner) whose region over the batch fits in cache: one gather of the partners' region (a flip
+  or a roll: a copy) and one ``lerp_``, with no facts read at all.
 - ``CYCLES``: large samples in place, one sample at a time along the partner cycles, one
   ``lerp_`` on each sample's box while its partner is still unwritten (timm's flip pairs become
   save, lerp, lerp). The only Python loop over samples, taken where a sample's memory traffic
@@ -11,6 +14,10 @@ module reads it once as numpy arrays (:class:`Facts`) and picks one walk by one 
 - ``FLIP_PAIRS``: timm's pairing with one region for every mixed row (Mixup, batch-mode CutMix):
   blocks of pairs as strided views, one ``index_select`` and one ``lerp_`` per block; a batch of
   small images is one block.
+- ``SELECT``: a batch whose extent fits in cache, one box a row, every live row a blend with its
+  partner (Mixup, CutMix and switching per sample or pair): the whole batch at once, the result
+  put into each row's box with an integer bit mask (``torch.where`` on a broadcast mask is a slow
+  loop on the CPU; a mask of bits is three vectorised passes and exact).
 - ``CHUNKS``: anything else, vectorised over the batch a chunk of rows at a time over the rows
   and lanes some region touches, with per-row weights where every region is that extent.
 
@@ -33,16 +40,20 @@ import torch
 
 from . import reference
 from .layout import Layout
+from .partners import FLIP, ROLL
 from .plan import PlanArgs
 from .reference import compute_dtype, is_blended, view4
 
-CYCLES, FLIP_PAIRS, CHUNKS, NOTHING = "cycles", "flip_pairs", "chunks", "nothing"
+CYCLES, FLIP_PAIRS, SELECT, CHUNKS, UNIFORM, NOTHING = "cycles", "flip_pairs", "select", "chunks", "uniform", "nothing"
 # Samples of WALK_ELEMENTS or more (in place) walk the cycles; a flip-pair block holds about
 # PAIR_BLOCK_ELEMENTS (a block, its partners and their float32 staging stay in L2/L3); a chunk
 # of the general walk CHUNK_ELEMENTS (a chunk and its gathered partner rows stay in L3).
 WALK_ELEMENTS = 1 << 16
 PAIR_BLOCK_ELEMENTS = 1 << 19
 CHUNK_ELEMENTS = 1 << 20
+# A batch-mode plan's region of up to UNIFORM_ELEMENTS over the batch is blended at once (its
+# gathered copy stays in cache); a larger one is walked, whose traffic is lower (no extra copy)
+UNIFORM_ELEMENTS = 1 << 20
 
 _scratch_cache = threading.local()
 
@@ -128,8 +139,63 @@ class Facts:
         return bool((np.bincount(self.partner, minlength=len(self.partner)) == 1).all()) if len(self.partner) else True
 
 
+def decide(args: PlanArgs, lay: Layout, dtype: torch.dtype) -> tuple:
+    """The one decision: ``(walk, facts)``, which walk applies this plan in place (see the module
+    docstring). A batch-mode plan (:func:`uniform_region`) is decided from its form alone, with no
+    facts read; any other from its :class:`Facts` (:func:`choose_walk`)."""
+    if uniform_region(args, lay, dtype) is not None:
+        return UNIFORM, None
+    facts = Facts.of(args, lay)
+    return choose_walk(facts, args, lay, dtype), facts
+
+
+def uniform_region(args: PlanArgs, lay: Layout, dtype: torch.dtype) -> Optional[tuple]:
+    """``(rows, lanes, a, b)`` when the plan is one draw for the whole batch, applied at once: its
+    per-row fields are one value expanded to every row (stride 0, as the batch-mode sampler on the
+    host makes them), its partner a closed form with no row its own partner, no fill or mask, and
+    the region of the batch fits in cache (:data:`UNIFORM_ELEMENTS`); else None."""
+    lam_self, box = args.lam_self, args.box
+    if (lam_self.stride(0) != 0 or args.lam_partner.stride(0) != 0 or box.stride(0) != 0 or box.shape[1] != 1
+            or args.fill is not None or args.noise_seed is not None or not is_blended(dtype)):
+        return None
+    batch = lay.batch
+    if args.pairing not in (FLIP, ROLL) or batch < 2 or (args.pairing == FLIP and batch % 2):
+        return None
+    y0, y1, x0, x1 = box[0, 0].tolist()
+    y0, y1 = min(max(y0, 0), lay.rows), min(max(y1, 0), lay.rows)
+    x0, x1 = min(max(x0, 0), lay.width) * lay.lane_scale, min(max(x1, 0), lay.width) * lay.lane_scale
+    if batch * lay.planes * max(y1 - y0, 0) * max(x1 - x0, 0) > UNIFORM_ELEMENTS:
+        return None
+    a, b = float(lam_self[0]), float(args.lam_partner[0])
+    if a + b != 1.0:          # a sampler's rows always mix to one; anything else takes the general walk
+        return None
+    return (y0, y1), (x0, x1), a, b
+
+
+def walk_uniform(x: torch.Tensor, lay: Layout, args: PlanArgs) -> None:
+    """One region and one weight for every row: the partners' region gathered in one op (a flip or
+    a roll of the batch's region view: a copy, so every read precedes every write), then one
+    ``lerp_`` (or, for a CutMix box, one copy) writes it. What lies outside the region is not
+    touched; inside it, as every walk, ``lerp`` where the spec says ``a x + b y``."""
+    (y0, y1), (x0, x1), a, b = uniform_region(args, lay, x.dtype)
+    if y0 >= y1 or x0 >= x1 or b == 0.0:
+        return            # an empty region, or weights (1, 0): nothing changes
+    own = view4(x, lay)[:, :, y0:y1, x0:x1]
+    other = own.flip(0) if args.pairing == FLIP else own.roll(1, 0)
+    if a == 0.0 and b == 1.0:
+        own.copy_(other)  # a copy is exact, NaN and -0.0 included
+        return
+    cdt = compute_dtype(x.dtype)
+    if x.dtype == cdt:
+        own.lerp_(other, b)
+        return
+    staged = scratch(own.numel(), cdt, "staged").view(own.shape).copy_(own)
+    staged.lerp_(scratch(own.numel(), cdt, "other_staged").view(own.shape).copy_(other), b)
+    store(own, staged, clamp=not 0.0 <= b <= 1.0)
+
+
 def choose_walk(facts: Facts, args: PlanArgs, lay: Layout, dtype: torch.dtype) -> str:
-    """The one decision: which walk applies this plan in place (see the module docstring)."""
+    """Which of the walks that read the plan's facts applies it in place (see the module docstring)."""
     if not facts.live.any():
         return NOTHING
     partner_blend = is_blended(dtype) and facts.lerp == "partner" and facts.draws
@@ -138,12 +204,19 @@ def choose_walk(facts: Facts, args: PlanArgs, lay: Layout, dtype: torch.dtype) -
         return CYCLES
     if partner_blend and facts.uniform and facts.is_flip() and len(pair_blocks(facts, lay)) > 1:
         return FLIP_PAIRS
+    if partner_blend and args.box.shape[1] == 1 and lay.batch * facts.numel(lay) <= UNIFORM_ELEMENTS:
+        return SELECT
     return CHUNKS
 
 
 def run_walk(walk: str, x: torch.Tensor, lay: Layout, args: PlanArgs, facts: Optional[Facts] = None) -> None:
     """Apply the plan to ``x`` in place by ``walk`` (what :func:`blend_` does after choosing one;
     the tests force each walk on the same plans to hold them to the reference)."""
+    if walk == UNIFORM:
+        if uniform_region(args, lay, x.dtype) is None:
+            raise ValueError("lam_self: the uniform walk needs one expanded weight and box for every row")
+        walk_uniform(x, lay, args)
+        return
     facts = Facts.of(args, lay) if facts is None else facts
     if walk == CYCLES:
         if not facts.is_permutation():
@@ -154,6 +227,10 @@ def run_walk(walk: str, x: torch.Tensor, lay: Layout, args: PlanArgs, facts: Opt
         if not (facts.is_flip() and facts.uniform):
             raise ValueError("partner: the flip-pair walk needs timm's flip pairing and one region for every row")
         flip_pairs(x, lay, facts)
+    elif walk == SELECT:
+        if not (facts.lerp == "partner" and args.box.shape[1] == 1):
+            raise ValueError("lam_partner: the select walk needs a + b == 1 on every live row and one box a row")
+        walk_select(x, lay, args, facts)
     elif walk == CHUNKS:
         walk_chunks(x, lay, args, facts)
 
@@ -164,8 +241,8 @@ def blend_(x: torch.Tensor, lay: Layout, args: PlanArgs) -> None:
         reference.blend_(x, lay, args)
         return
     if lay.batch and lay.sample_numel:
-        facts = Facts.of(args, lay)
-        run_walk(choose_walk(facts, args, lay, x.dtype), x, lay, args, facts)
+        walk, facts = decide(args, lay, x.dtype)
+        run_walk(walk, x, lay, args, facts)
 
 
 def blend(x: torch.Tensor, lay: Layout, args: PlanArgs) -> torch.Tensor:
@@ -246,6 +323,72 @@ def walk_chunks(x: torch.Tensor, lay: Layout, args: PlanArgs, facts: Facts) -> N
         narrowed = scratch(own.numel(), x.dtype, "narrowed").view(own.shape)
         store(narrowed, val.clone() if val is fill else val, clamp)
         own.copy_(torch.where(inside, narrowed, own))
+
+
+# --------------------------------------------------------------------------------------------
+# SELECT: a batch that fits in cache, at once, selected bit for bit
+# --------------------------------------------------------------------------------------------
+
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _select_(target: torch.Tensor, value: torch.Tensor, mask: torch.Tensor) -> None:
+    """``target = mask ? value : target`` on the bits (``mask`` all ones or all zeros, broadcast):
+    ``target ^= (target ^ value) & mask``. Exact for every value, NaN payloads and -0.0 included,
+    and three vectorised integer passes, where ``torch.where`` on a broadcast mask is a slow loop."""
+    bits = _BITS[target.element_size()]
+    target_bits = target.view(bits)
+    diff = scratch(target.numel(), bits, "select").view(target.shape)   # reused: fresh pages fault
+    torch.bitwise_xor(target_bits, value.view(bits), out=diff)
+    target_bits.bitwise_xor_(diff.bitwise_and_(mask))
+
+
+def _ones_where(condition: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``condition`` as all-ones (-1) or zero integers of ``dtype``, for :func:`_select_`."""
+    return condition.to(dtype).neg_()
+
+
+def walk_select(x: torch.Tensor, lay: Layout, args: PlanArgs, facts: Facts) -> None:
+    """Every row at once over the extent: the partners' rows gathered (one ``index_select``), the
+    blend of every row (``lerp``: a + b == 1 on live rows), rows that copy their partner
+    (a = 0, b = 1) given the gathered bits exactly, and the result selected into ``x`` inside each
+    row's box by a bit mask built from two small per-row masks (rows, lanes). Nothing outside a
+    box changes, not even a NaN's payload."""
+    y0, y1, x0, x1 = facts.extent
+    own = view4(x, lay)[:, :, y0:y1, x0:x1]
+    other = _gather_rows(own, args.partner, lay, scratch(own.numel(), x.dtype, "gathered"))
+    bits = _BITS[x.element_size()]
+    live = facts.live
+    copies = live & (facts.a == 0) & (facts.b == 1)
+    whole = facts.uniform and bool(live.all())             # every row blends over the whole extent
+    if whole and not copies.any() and x.dtype == compute_dtype(x.dtype):
+        own.lerp_(other, torch.from_numpy(facts.b).to(x.dtype).view(lay.batch, 1, 1, 1))   # Mixup per sample
+        return
+    if bool(copies[live].all()):
+        value = other                                      # CutMix: every live row copies
+    else:
+        cdt = compute_dtype(x.dtype)
+        weight = torch.from_numpy(facts.b).to(cdt).view(lay.batch, 1, 1, 1)
+        if x.dtype == cdt:
+            value = torch.lerp(own, other, weight, out=scratch(own.numel(), cdt, "staged").view(own.shape))
+        else:
+            blended = scratch(own.numel(), cdt, "staged").view(own.shape).copy_(own)
+            blended.lerp_(scratch(own.numel(), cdt, "other_staged").view(own.shape).copy_(other), weight)
+            value = scratch(own.numel(), x.dtype, "narrowed").view(own.shape)
+            store(value, blended, clamp=not facts.convex)
+        if copies.any():                                   # switching: CutMix rows take the copy
+            _select_(value, other, _ones_where(torch.from_numpy(copies), bits).view(lay.batch, 1, 1, 1))
+    if whole:
+        own.copy_(value)
+        return
+    if facts.uniform:                                      # one region: only whole rows differ
+        _select_(own, value, _ones_where(torch.from_numpy(live), bits).view(lay.batch, 1, 1, 1))
+        return
+    boxes = torch.from_numpy(facts.boxes[:, 0])            # (B, 4) clipped, in rows and lanes
+    rows, lanes = torch.arange(y0, y1), torch.arange(x0, x1)
+    row_in = _ones_where((rows >= boxes[:, 0:1]) & (rows < boxes[:, 1:2]), bits)
+    lane_in = _ones_where((lanes >= boxes[:, 2:3]) & (lanes < boxes[:, 3:4]), bits)
+    _select_(own, value, row_in[:, None, :, None] & lane_in[:, None, None, :])
 
 
 # --------------------------------------------------------------------------------------------

@@ -188,7 +188,9 @@ def mixup_rows(spec, u, batch: int, size: Optional[tuple], prob: float, offset: 
         use_cut = u[:, MIX_SWITCH] < spec.switch_prob
     else:
         use_cut = u[:, MIX_SWITCH] < (1.0 if cutmix_on else 0.0)
-    alpha = ops.where(use_cut, spec.cutmix_alpha if cutmix_on else 1.0, spec.mixup_alpha if mixup_on else 1.0)
+    # as float64 arrays: torch.where of two Python floats would give float32 and round alpha
+    zero = u[:, MIX_SWITCH] * 0.0
+    alpha = ops.where(use_cut, zero + (spec.cutmix_alpha if cutmix_on else 1.0), zero + (spec.mixup_alpha if mixup_on else 1.0))
     lam = beta(u[:, MIX_GAMMA_A:MIX_GAMMA_A + GAMMA_UNIFORMS], u[:, MIX_GAMMA_B:MIX_GAMMA_B + GAMMA_UNIFORMS],
                alpha, ops)
     lam = on_grid(ops.where(u[:, MIX_PROB] < prob, lam, 1.0), ops)

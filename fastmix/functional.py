@@ -14,7 +14,7 @@ from typing import Optional
 
 import torch
 
-from . import _checks, ops
+from . import _checks, known, ops
 from .partners import flip_partner, roll_partner
 from .plan import BUILT_HERE, Plan, cutmix_plan, mixup_plan
 from .sampling import CutoutSpec, ErasingSpec, MixupSpec, box_from_lam, box_from_minmax, sample_beta
@@ -143,14 +143,11 @@ def apply(x: torch.Tensor, plan: Plan, *, inplace: Optional[bool] = None) -> tor
     needs_grad = isinstance(x, torch.Tensor) and ops.grad_wanted(x)
     if inplace is None:
         inplace = not needs_grad
-    _checks.batch("x", x, min_dim=2, writable=inplace)
+    facts = known.batch("x", x, min_dim=2, writable=inplace)
     check_plan_fits("x", x, plan)
     if inplace and needs_grad:
         raise ValueError("inplace: x requires grad; in-place mixing would hide it from autograd")
-    if inplace:
-        ops.apply_plan_(x, plan)
-        return x
-    return ops.apply_plan(x, plan)
+    return ops.apply_known(x, plan, facts, inplace)
 
 
 def apply_masks(masks: torch.Tensor, plan: Plan, *, ignore_index: int = 255) -> torch.Tensor:
@@ -161,7 +158,7 @@ def apply_masks(masks: torch.Tensor, plan: Plan, *, ignore_index: int = 255) -> 
     pixel for pixel. ``ignore_index`` must be a value ``masks``' dtype holds (uint8: 0 to 255,
     so -1 is refused; int8: -128 to 127, so the default 255 is refused).
     """
-    _checks.batch("masks", masks, dims=(3,), dtypes=_checks.MASK_DTYPES)
+    facts = known.batch("masks", masks, dims=(3,), dtypes=_checks.MASK_DTYPES)
     info = torch.iinfo(masks.dtype)
     ignore_index = _checks.integer("ignore_index", ignore_index)
     if not info.min <= ignore_index <= info.max:
@@ -169,8 +166,7 @@ def apply_masks(masks: torch.Tensor, plan: Plan, *, ignore_index: int = 255) -> 
                          f"({info.min} to {info.max})")
     mask_plan = plan.for_masks(ignore_index)
     check_plan_fits("masks", masks, mask_plan)
-    ops.apply_plan_(masks, mask_plan)
-    return masks
+    return ops.apply_known(masks, mask_plan, facts, inplace=True)
 
 
 def targets(labels: torch.Tensor, plan: Plan, num_classes: Optional[int] = None, smoothing: float = 0.0,

@@ -13,7 +13,8 @@ opaque op and never traces into a kernel.
 Backends (:func:`backend_for`): CUDA tensors run the Triton kernels when Triton imports
 (``fastmix.kernels``); CPU tensors run the CPU fast path (``fastmix.cpu``); anything else runs
 the reference (``fastmix.reference``). ``FASTMIX_BACKEND`` = ``reference``, ``cpu`` or ``triton``
-forces one (``triton`` on CPU tensors needs ``TRITON_INTERPRET=1``, which the tests use).
+forces one (``triton`` on CPU tensors needs ``TRITON_INTERPRET=1``, which the tests use); it is
+read once, at import: in-process, :func:`set_backend` (``fastmix.set_backend``) changes it.
 """
 from __future__ import annotations
 
@@ -46,29 +47,67 @@ def triton_available() -> bool:
     return not isinstance(_kernels(), ImportError)
 
 
+# The backend choice: FASTMIX_BACKEND as it was when fastmix was imported, or what set_backend()
+# chose since. Read once (the environment was read six times a step); every per-signature cache
+# in fastmix keys on `generation`, which set_backend() advances, so a change takes effect at once.
+_choice = os.environ.get(BACKEND_ENV, "auto").lower()
+_interpreted = os.environ.get("TRITON_INTERPRET") == "1"   # Triton reads it once at import too
+_by_device_type: dict = {}
+generation = 0
+
+
+def set_backend(name=None) -> None:
+    """Force a backend for this process: ``"triton"``, ``"cpu"``, ``"reference"``, or ``None`` /
+    ``"auto"`` for the default (CUDA tensors: Triton, CPU tensors: the CPU path, others: the
+    reference). ``FASTMIX_BACKEND`` gives the choice a process starts with; it is read once, at
+    import, so changing the environment later has no effect: call this instead."""
+    global _choice, generation
+    choice = "auto" if name is None else str(name).lower()
+    if choice != "auto" and choice not in BACKENDS:
+        raise ValueError(f"name: expected 'auto', 'triton', 'cpu', 'reference' or None, got {name!r}")
+    _choice = choice
+    _by_device_type.clear()
+    generation += 1
+
+
+def backend() -> str:
+    """The forced backend's name, or ``"auto"``."""
+    return _choice
+
+
 def backend_for(t) -> str:
     """``"triton"``, ``"cpu"`` or ``"reference"`` for a tensor on ``t``'s device, or for the device
-    ``t`` (see the module docstring)."""
-    device = t if isinstance(t, torch.device) else t.device
-    choice = os.environ.get(BACKEND_ENV, "auto").lower()
+    ``t`` (see the module docstring); known once per device type."""
+    device_type = (t if isinstance(t, torch.device) else t.device).type
+    name = _by_device_type.get(device_type)
+    if name is None:
+        name = _by_device_type[device_type] = _choose(device_type)
+    return name
+
+
+def _choose(device_type: str) -> str:
+    choice = _choice
     if choice == "auto":
-        if device.type == "cuda" and triton_available():
+        if device_type == "cuda" and triton_available():
             return "triton"
-        return "cpu" if device.type == "cpu" else "reference"
+        return "cpu" if device_type == "cpu" else "reference"
     if choice not in BACKENDS:
         raise ValueError(f"{BACKEND_ENV}: expected 'auto', 'triton', 'cpu' or 'reference', got {choice!r}")
     if choice == "triton":
         if not triton_available():
             raise RuntimeError(f"{BACKEND_ENV}=triton but triton does not import: {_kernels()}")
-        if device.type != "cuda" and os.environ.get("TRITON_INTERPRET") != "1":
-            raise RuntimeError(f"{BACKEND_ENV}=triton on {device.type} tensors needs TRITON_INTERPRET=1")
-    if choice == "cpu" and device.type != "cpu":
-        raise RuntimeError(f"{BACKEND_ENV}=cpu on a {device.type} tensor")
+        if device_type != "cuda" and not _interpreted:
+            raise RuntimeError(f"{BACKEND_ENV}=triton on {device_type} tensors needs TRITON_INTERPRET=1")
+    if choice == "cpu" and device_type != "cpu":
+        raise RuntimeError(f"{BACKEND_ENV}=cpu on a {device_type} tensor")
     return choice
 
 
 def _backend_module(t: Tensor):
-    name = backend_for(t)
+    return _module(backend_for(t))
+
+
+def _module(name: str):
     return _kernels()[0] if name == "triton" else cpu if name == "cpu" else reference
 
 
@@ -188,16 +227,22 @@ def grad_wanted(x: Tensor) -> bool:
     return x.requires_grad and torch.is_grad_enabled()
 
 
-def apply_plan_(x: Tensor, plan: Plan) -> None:
-    args = plan_args(plan, with_cycles=backend_for(x) == "triton")
-    if _plain_eager(x, *args[:9]) and not grad_wanted(x):
-        _blend_impl_(x, *args)
-        return
+def apply_known(x: Tensor, plan: Plan, known, inplace: bool) -> Tensor:
+    """The transforms' apply: ``x`` checked once by :func:`fastmix.known.batch` (its facts in
+    ``known``) and a plan fastmix drew for it, so nothing is checked or derived again. In place
+    (``x`` returned) or out of place and differentiable (``inplace`` False, the caller's choice)."""
+    args = plan_args(plan, with_cycles=known.backend == "triton")
+    if not inplace:
+        return torch.ops.fastmix.blend(x, *args)
+    if type(x) is torch.Tensor and _plain_eager():
+        layout = known.boxed if args.spatial else known.flat
+        if layout is not None:
+            _module(known.backend).blend_(x, layout, args)    # the op's implementation, x not described again
+        elif x.numel():
+            _blend_impl_(x, *args)                             # strides with no description: a dense copy
+        return x
     torch.ops.fastmix.blend_(x, *args)
-
-
-def apply_plan(x: Tensor, plan: Plan) -> Tensor:
-    return torch.ops.fastmix.blend(x, *plan_args(plan, with_cycles=backend_for(x) == "triton"))
+    return x
 
 
 def targets_of(labels: Tensor, plan: Plan, num_classes: int, smoothing: float) -> Tensor:

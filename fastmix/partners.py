@@ -30,7 +30,8 @@ class _ClosedForm(NamedTuple):
 
 
 def _closed_form(name: str, partner: torch.Tensor) -> _ClosedForm:
-    return _ClosedForm(name, partner, 0 if torch.compiler.is_compiling() else partner._version)
+    # tuple.__new__: a NamedTuple's own __new__ is a Python function, and every step makes one
+    return tuple.__new__(_ClosedForm, (name, partner, 0 if torch.compiler.is_compiling() else partner._version))
 
 
 def flip_partner(batch_size: int, device: DeviceLike = None) -> torch.Tensor:

@@ -24,9 +24,9 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from . import _checks, draws, ops
+from . import _checks, draws, host_draws, ops
 from .partners import FLIP, ROLL, SELF, _closed_form
-from .plan import Plan, built_here
+from .plan import Plan
 
 Generator = Optional[torch.Generator]
 DeviceLike = Union[torch.device, str, None]
@@ -61,14 +61,17 @@ def _stream(generator: Generator) -> Generator:
     return _worker_streams[key][1]
 
 
+_DISTRIBUTED = torch.distributed.is_available()   # a build property: fixed for the process
+
+
 def rank_offset(generator: Generator) -> float:
     """With the default generator under ``torch.distributed``, each rank rotates its uniforms by
     its own offset, so ranks seeded alike (as training scripts seed for equal initial weights)
     still draw different plans; an explicit ``generator=`` is used as it is."""
-    if generator is not None or torch.compiler.is_compiling():
+    if generator is not None or not _DISTRIBUTED or torch.compiler.is_compiling():
         return 0.0
     dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
         return 0.0
     return (dist.get_rank() * _GOLDEN) % 1.0
 
@@ -87,10 +90,9 @@ def sampler_for(device: torch.device) -> str:
 
 
 def _plan_from_rows(rows: draws.PlanRows, pairing: str, size, fill=None, noise_seed=None) -> Plan:
-    tensors = [torch.from_numpy(v) if not isinstance(v, torch.Tensor) else v for v in rows]
-    partner = tensors[0]
-    return built_here(Plan(*tensors, fill=fill, noise_seed=noise_seed, size=size,
-                           _closed=_closed_form(pairing, partner)))
+    if not isinstance(rows.partner, torch.Tensor):                 # numpy rows (the CPU sampler)
+        rows = draws.PlanRows(*(torch.from_numpy(v) for v in rows))
+    return Plan.trusted(*rows, fill=fill, noise_seed=noise_seed, size=size, closed=_closed_form(pairing, rows.partner))
 
 
 @functools.lru_cache(maxsize=64)
@@ -163,6 +165,27 @@ class _Spec:
         """A re-checked copy with some arguments changed."""
         return self.checked(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **changes})
 
+    def _prepared(self, batch_size: int, size, device):
+        """What a draw for this (batch, size, device) needs, derived once (:meth:`_prepare`; the
+        last few are kept on the spec, which is frozen: a cache, not a field)."""
+        prepared = self.__dict__.get("_draws")
+        if prepared is None:
+            prepared = {}
+            object.__setattr__(self, "_draws", prepared)
+        key = (batch_size, size, device, ops.generation)
+        draw = prepared.get(key)
+        if draw is None:
+            draw = self._prepare(batch_size, size, device)
+            if len(prepared) >= 8:
+                prepared.clear()
+            prepared[key] = draw
+        return draw
+
+    def __getstate__(self):
+        # the prepared draws (a cache, with device kernels in it) stay in this process: a spec sent
+        # to DataLoader workers prepares its own
+        return {k: v for k, v in self.__dict__.items() if k != "_draws"}
+
 
 @dataclass(frozen=True)
 class MixupSpec(_Spec):
@@ -215,33 +238,67 @@ class MixupSpec(_Spec):
 
     def sample(self, batch_size: int, size: Optional[tuple[int, int]], device: DeviceLike = None,
                generator: Generator = None, *, prob: Optional[float] = None, labels: Optional[torch.Tensor] = None,
-               num_classes: int = 0, smoothing: float = 0.0):
+               num_classes: int = 0, smoothing: float = 0.0, reuse: bool = False):
         """``(plan, targets)`` for ``batch_size`` samples of spatial ``size`` (None: Mixup only, any
         shape). ``prob`` overrides the spec's (timm's ``mixup_enabled=False`` draws with 0).
         ``targets`` are the soft targets of ``labels`` (checked) when the sampler builds them in the
-        same launch (CUDA), else None (the caller builds them from the plan)."""
-        prob = self.prob if prob is None else prob
+        same launch (CUDA), else None (the caller builds them from the plan). ``reuse``: the plan
+        lives only for the caller's in-place apply, so its tensors may be the kept rows of
+        ``kernels/sample.py`` (the transforms' own calls)."""
+        draw = self._prepared(batch_size, size, device)
+        return draw.sample(generator, self.prob if prob is None else prob, labels, num_classes, smoothing, reuse)
+
+    def _prepare(self, batch_size: int, size, device) -> "_MixupDraw":
         if self.cutmix_on and size is None:
             raise ValueError("size: CutMix needs the (H, W) of the images")
         if self.cutmix_minmax is not None:
             _check_minmax_fits(self.cutmix_minmax, size)
-        device = torch.device("cpu" if device is None else device)
-        u = uniforms(draws.units(self.mode, batch_size) * draws.MIX_UNIFORMS, device, generator)
-        offset = rank_offset(generator)
-        sampler = sampler_for(device)
-        targets = None
-        if sampler == "triton":
-            from .kernels import sample as kernels
-            rows, targets = kernels.mixup_plan(self, u, batch_size, size, prob, offset, labels, num_classes, smoothing)
-        else:
-            on = draws.NUMPY if sampler == "numpy" else draws.TORCH
-            rows = draws.mixup_rows(self, u.numpy() if sampler == "numpy" else u, batch_size, size, prob, offset, on)
-        return _plan_from_rows(rows, self.pairing, size if self.cutmix_on else None), targets
+        return _MixupDraw(self, batch_size, size, device)
 
     def draw(self, batch_size: int, size: Optional[tuple[int, int]], device: DeviceLike = None,
              generator: Generator = None, prob: Optional[float] = None) -> Plan:
         """The plan of :meth:`sample`."""
         return self.sample(batch_size, size, device, generator, prob=prob)[0]
+
+
+class _MixupDraw:
+    """One Mixup/CutMix spec's draws for one (batch, size, device): the facts of a draw derived
+    once — the uniforms it takes, where its function is computed, the plan's size — so a step only
+    draws. ``sample`` returns ``(plan, targets or None)`` as :meth:`MixupSpec.sample` does."""
+
+    def __init__(self, spec: MixupSpec, batch: int, size, device):
+        self.spec, self.batch = spec, batch
+        self.size = size if spec.cutmix_on else None
+        self.device = torch.device("cpu" if device is None else device)
+        self.count = draws.units(spec.mode, batch) * draws.MIX_UNIFORMS
+        self.sampler = sampler_for(self.device)
+        self.full_size = size
+        # on CPU tensors a once-per-batch plan is drawn on Python floats (the project's decision:
+        # fastmix/host_draws.py, equal to the spec at the fused sampler's tolerance)
+        if self.sampler == "numpy" and spec.mode == "batch":
+            self.sampler = "host"
+        self.kernel = None
+        if self.sampler == "triton":
+            from .kernels import sample as kernels
+            self.kernel = kernels.MixupSampler(spec, batch, size)
+
+    def sample(self, generator: Generator, prob: float, labels, num_classes: int, smoothing: float,
+               reuse: bool = False):
+        spec = self.spec
+        u = uniforms(self.count, self.device, generator)
+        offset = rank_offset(generator)
+        sampler = "torch" if torch.compiler.is_compiling() else self.sampler
+        targets = None
+        if sampler == "triton":
+            rows, targets = self.kernel(u, prob, offset, labels, num_classes, smoothing, reuse)
+        elif sampler == "host":
+            drawn = host_draws.mixup_batch_draw(spec, u.tolist(), self.full_size, prob, offset)
+            rows = host_draws.expanded_rows(drawn, self.batch, spec.pairing)
+        elif sampler == "numpy":
+            rows = draws.mixup_rows(spec, u.numpy(), self.batch, self.size, prob, offset, draws.NUMPY)
+        else:
+            rows = draws.mixup_rows(spec, u, self.batch, self.size, prob, offset, draws.TORCH)
+        return _plan_from_rows(rows, spec.pairing, self.size), targets
 
 
 def fill_value(name: str, value) -> Union[float, tuple[float, ...]]:
@@ -275,9 +332,12 @@ class CutoutSpec(_Spec):
         return 2 * self.n_holes + 1
 
     def draw(self, batch_size: int, size: tuple[int, int], device: DeviceLike = None,
-             generator: Generator = None) -> Plan:
-        rows, _ = _erase_draw(self, draws.cutout_rows, batch_size, size, device, generator, with_seed=False)
-        return _plan_from_rows(rows, SELF, size, fill=_fill(self.fill, batch_size, device))
+             generator: Generator = None, reuse: bool = False) -> Plan:
+        """The plan (``reuse``: as for :meth:`MixupSpec.sample`)."""
+        return self._prepared(batch_size, size, device).sample(generator, reuse)
+
+    def _prepare(self, batch_size: int, size, device) -> "_EraseDraw":
+        return _EraseDraw(self, draws.cutout_rows, batch_size, size, device, self.fill, with_seed=False)
 
 
 @dataclass(frozen=True)
@@ -317,28 +377,39 @@ class ErasingSpec(_Spec):
         return 2 * self.attempts + 3
 
     def draw(self, batch_size: int, size: tuple[int, int], device: DeviceLike = None,
-             generator: Generator = None) -> Plan:
-        rows, seed = _erase_draw(self, draws.erasing_rows, batch_size, size, device, generator,
-                                 with_seed=self.random_value)
-        if self.random_value:
-            return _plan_from_rows(rows, SELF, size, noise_seed=seed)
-        return _plan_from_rows(rows, SELF, size, fill=_fill(self.value, batch_size, device))
+             generator: Generator = None, reuse: bool = False) -> Plan:
+        """The plan (``reuse``: as for :meth:`MixupSpec.sample`)."""
+        return self._prepared(batch_size, size, device).sample(generator, reuse)
+
+    def _prepare(self, batch_size: int, size, device) -> "_EraseDraw":
+        return _EraseDraw(self, draws.erasing_rows, batch_size, size, device,
+                          None if self.random_value else self.value, with_seed=self.random_value)
 
 
-def _erase_draw(spec, rows_of, batch_size, size, device, generator, with_seed: bool):
-    """``(rows, noise seed or None)`` of Cutout or Erasing from one draw of uniforms (two more
-    for the seed), computed where it is cheapest."""
-    device = torch.device("cpu" if device is None else device)
-    u = uniforms(batch_size * spec.uniforms_per_sample() + (2 if with_seed else 0), device, generator)
-    sampler = sampler_for(device)
-    if sampler == "triton":
-        from .kernels import sample as kernels
-        rows, seed = kernels.erase_plan(spec, u, batch_size, size, with_seed)
-    else:
-        on = draws.NUMPY if sampler == "numpy" else draws.TORCH
-        values = u.numpy() if sampler == "numpy" else u
-        rows = rows_of(spec, values, batch_size, size, on)
-        seed = draws.noise_seed(values, on) if with_seed else None
-        if seed is not None and not isinstance(seed, torch.Tensor):
-            seed = torch.from_numpy(seed)
-    return rows, seed
+class _EraseDraw:
+    """Cutout's or Erasing's draws for one (batch, size, device): one draw of uniforms (two more for
+    the noise seed), its function computed where it is cheapest; ``sample`` returns the plan."""
+
+    def __init__(self, spec, rows_of, batch: int, size, device, fill, with_seed: bool):
+        self.spec, self.rows_of, self.batch, self.size, self.with_seed = spec, rows_of, batch, size, with_seed
+        self.device = torch.device("cpu" if device is None else device)
+        self.count = batch * spec.uniforms_per_sample() + (2 if with_seed else 0)
+        self.fill = None if fill is None else _fill(fill, batch, self.device)   # a view: reused by every plan
+        self.sampler = sampler_for(self.device)
+        if self.sampler == "triton":
+            from .kernels import sample as kernels
+            self.kernel = kernels.EraseSampler(spec, batch, size, with_seed)
+
+    def sample(self, generator: Generator, reuse: bool = False) -> Plan:
+        u = uniforms(self.count, self.device, generator)
+        sampler = "torch" if torch.compiler.is_compiling() else self.sampler
+        if sampler == "triton":
+            rows, seed = self.kernel(u, reuse)
+        else:
+            on = draws.NUMPY if sampler == "numpy" else draws.TORCH
+            values = u.numpy() if sampler == "numpy" else u
+            rows = self.rows_of(self.spec, values, self.batch, self.size, on)
+            seed = draws.noise_seed(values, on) if self.with_seed else None
+            if seed is not None and not isinstance(seed, torch.Tensor):
+                seed = torch.from_numpy(seed)
+        return _plan_from_rows(rows, SELF, self.size, fill=self.fill, noise_seed=seed)

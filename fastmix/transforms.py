@@ -14,8 +14,7 @@ from typing import Optional, Sequence, Union
 
 import torch
 
-from . import _checks, ops
-from .functional import apply
+from . import _checks, known, ops
 from .layout import spatial_size
 from .plan import Plan
 from .sampling import CutoutSpec, ErasingSpec, MixupSpec
@@ -100,8 +99,9 @@ class Mixup:
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor):
         _checks.tensor("x", x)
-        _checks.batch("x", x, min_dim=2, dims=(4, 5) if self._spec.cutmix_on else None,
-                      writable=not ops.grad_wanted(x))
+        needs_grad = ops.grad_wanted(x)
+        cut = self._spec.cutmix_on
+        facts = known.batch("x", x, dims=(4, 5) if cut else None, writable=not needs_grad)
         target = self._as_timm_takes_it(target)
         _checks.labels("target", target, x.shape[0], self.num_classes, x.device,
                        _checks.default_validate(self.validate, x.device))
@@ -113,10 +113,13 @@ class Mixup:
             if self.label_smoothing:
                 soft.mul_(1.0 - self.label_smoothing).add_(0.5 * self.label_smoothing)
         else:
-            plan, soft = self._sample(x, target)
+            spec = self._spec
+            draw = spec._prepared(x.shape[0], spatial_size(x) if cut else None, x.device)
+            plan, soft = draw.sample(self.generator, spec.prob if self.mixup_enabled else 0.0, target, self.num_classes,
+                                     self.label_smoothing, not needs_grad)
             if soft is None:
                 soft = ops.targets_of(target, plan, self.num_classes, self.label_smoothing)
-        return apply(x, plan), soft
+        return ops.apply_known(x, plan, facts, inplace=not needs_grad), soft
 
     def _as_timm_takes_it(self, target):
         """Targets as timm's ``mixup_target`` reads them: with ``multi_label`` a dense
@@ -159,8 +162,9 @@ class Cutout:
         return self._spec.draw(x.shape[0], spatial_size(x), x.device, self.generator)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images(x, "fill", self._spec.fill)
-        return apply(x, self.plan(x))
+        facts, inplace = _check_images(x, "fill", self._spec.fill)
+        plan = self._spec.draw(x.shape[0], spatial_size(x), x.device, self.generator, reuse=inplace)
+        return ops.apply_known(x, plan, facts, inplace)
 
 
 class RandomErasing:
@@ -186,18 +190,21 @@ class RandomErasing:
         return self._spec.draw(x.shape[0], spatial_size(x), x.device, self.generator)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        _check_images(x, "value", None if self._spec.random_value else self._spec.value)
+        facts, inplace = _check_images(x, "value", None if self._spec.random_value else self._spec.value)
         if self._spec.random_value and not x.dtype.is_floating_point:
             raise TypeError(f"x: value='random' draws N(0, 1) noise and needs a floating-point batch, got {x.dtype}")
-        return apply(x, self.plan(x))
+        plan = self._spec.draw(x.shape[0], spatial_size(x), x.device, self.generator, reuse=inplace)
+        return ops.apply_known(x, plan, facts, inplace)
 
 
-def _check_images(x: torch.Tensor, name: str, fill) -> None:
-    """``x`` is an image batch the fill (argument ``name``: a number, one per channel, or None)
-    applies to; on uint8 every fill value must be one a uint8 holds (timm and torchvision would
-    write a wrapped or clamped value: 300 is refused here, not silently 255)."""
+def _check_images(x: torch.Tensor, name: str, fill):
+    """``(Known facts, in place)`` of an image batch ``x`` that the fill (argument ``name``: a
+    number, one per channel, or None) applies to; on uint8 every fill value must be one a uint8
+    holds (timm and torchvision would write a wrapped or clamped value: 300 is refused here, not
+    silently 255)."""
     _checks.tensor("x", x)
-    _checks.batch("x", x, dims=(4, 5), writable=not ops.grad_wanted(x))
+    inplace = not ops.grad_wanted(x)
+    facts = known.batch("x", x, dims=(4, 5), writable=inplace)
     if isinstance(fill, tuple) and len(fill) not in (1, x.shape[1]):
         raise ValueError(f"{name}: {len(fill)} values for {x.shape[1]} channels")
     if fill is not None and x.dtype == torch.uint8:
@@ -205,3 +212,4 @@ def _check_images(x: torch.Tensor, name: str, fill) -> None:
         bad = [v for v in values if not 0 <= v <= 255]
         if bad:
             raise ValueError(f"{name}: {bad[0]} does not fit a uint8 batch (0 to 255)")
+    return facts, inplace

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree
 
-from . import _checks, ops
+from . import _checks, known, ops
 from .functional import apply
 from .layout import spatial_size
 from .partners import ROLL
@@ -138,6 +138,9 @@ class _BaseMixUpCutMix(nn.Module):
                                images.device, self.generator)
 
     def forward(self, *inputs: Any) -> Any:
+        if (len(inputs) == 2 and self._labels_getter is _default_labels and type(inputs[0]) is torch.Tensor
+                and type(inputs[1]) is torch.Tensor and inputs[0] is not inputs[1]):
+            return self._images_and_labels(*inputs)    # the common call: nothing to flatten
         structure = inputs if len(inputs) > 1 else inputs[0]
         leaves, spec = _pytree.tree_flatten(structure)
         if any(_is_refused(leaf) for leaf in leaves):
@@ -178,6 +181,22 @@ class _BaseMixUpCutMix(nn.Module):
         mixed = {id(b): self._mixed(b, plan) for b in batches}
         out = [soft if leaf is labels else mixed.get(id(leaf), leaf) for leaf in leaves]
         return _pytree.tree_unflatten(out, spec)
+
+    def _images_and_labels(self, images: torch.Tensor, labels: torch.Tensor):
+        """``forward(images, labels)`` with two plain tensors: what torchvision's reading of the
+        sample gives for them (the images are the first plain tensor, the labels the second item),
+        checked once, without flattening a structure."""
+        facts = known.batch("images", images, dims=self._dims, writable=self.inplace)
+        labels_in = labels.float() if labels.dim() == 2 and (labels.dtype == torch.bool or not (
+            labels.dtype.is_floating_point or labels.dtype.is_complex)) else labels
+        k = _checks.labels("labels", labels_in, images.shape[0], self.num_classes, images.device,
+                           _checks.default_validate(self.validate, images.device))
+        inplace = self.inplace and not ops.grad_wanted(images)
+        plan, soft = self._spec.sample(images.shape[0], spatial_size(images) if self._boxes else None, images.device,
+                                       self.generator, labels=labels_in, num_classes=k, reuse=inplace)
+        if soft is None:
+            soft = ops.targets_of(labels_in, plan, k, 0.0)
+        return ops.apply_known(images, plan, facts, inplace), soft
 
     def _mixed(self, images: torch.Tensor, plan: Plan) -> torch.Tensor:
         """``images`` mixed by ``plan`` (in place unless ``inplace=False``); a tv_tensor stays one."""

@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from . import noise
+from .launch import Bound, dense
 from .walk import (SEGMENT, ceil_div, pow2_at_least, WALK_TABLE, WALKS, dense_offsets, gated, handoff_slots, load_split, region, segment,
                    segment_count, tile, walk_row)
 
@@ -440,22 +441,43 @@ def _walk_args(layout, args, element_size: int):
     return grid, n_segments, meta
 
 
+# (kernel, layout, dtype, the plan's structure) -> (bound launch, walk, tiles): what a launch of
+# that signature needs is derived once; a training loop's later steps only gather their tensors
+_prepared: dict = {}
+
+
+def _prepare(kernel, layout, dtype, element_size: int, args, fill):
+    fill_mode, fill_stride_batch, fill_stride_channel = fill
+    key = (kernel, layout, dtype, args.pairing, args.box.shape[1], args.spatial, fill, args.mask is not None,
+           REVERSE_SEGMENTS)
+    prepared = _prepared.get(key)
+    if prepared is None:
+        grid, n_segments, meta = _walk_args(layout, args, element_size)
+        in_place = kernel is _blend_inplace_kernel
+        scalars = (layout.batch, layout.planes, layout.rows, layout.lanes, layout.width, layout.lane_scale,
+                   layout.channels, layout.planes_per_channel, layout.stride_batch, layout.stride_plane,
+                   layout.stride_row, layout.sample_numel, fill_stride_batch, fill_stride_channel, n_segments,
+                   grid[1]) + ((int(REVERSE_SEGMENTS),) if in_place else ())
+        tensors = 11 if in_place else 10
+        bound = Bound(kernel, grid, tensors, scalars, dict(FILL=fill_mode, CHANNEL_IN_LANE=layout.channel_in_lane,
+                                                           MASKED=args.mask is not None, **meta))
+        if len(_prepared) >= 64:
+            _prepared.clear()
+        prepared = _prepared[key] = (bound, meta["WALK"], grid[0])
+    return prepared
+
+
 def _launch_blend(kernel, src, dst, layout, args) -> None:
-    grid, n_segments, meta = _walk_args(layout, args, src.element_size())
     fill_mode, fill, seed, fill_stride_batch, fill_stride_channel = _fill_args(args, args.lam_self)
-    in_place = src is dst
-    extra = ()
-    if in_place:
-        scratch, counters = _handoff_buffers(src, layout, meta["WALK"], grid[0])
-        extra = (scratch, counters)
-    kernel[grid](
-        *((src,) if in_place else (src, dst)), args.walk, args.segments, args.lam_self, args.lam_partner,
-        args.box, fill, seed, args.mask if args.mask is not None else args.lam_self, *extra,
-        layout.batch, layout.planes, layout.rows, layout.lanes, layout.width, layout.lane_scale, layout.channels,
-        layout.planes_per_channel, layout.stride_batch, layout.stride_plane, layout.stride_row, layout.sample_numel,
-        fill_stride_batch, fill_stride_channel, n_segments, grid[1], *((int(REVERSE_SEGMENTS),) if in_place else ()),
-        FILL=fill_mode, CHANNEL_IN_LANE=layout.channel_in_lane, MASKED=args.mask is not None, **meta,
-    )
+    bound, walk, tiles = _prepare(kernel, layout, src.dtype, src.element_size(), args,
+                                  (fill_mode, fill_stride_batch, fill_stride_channel))
+    lam_self, lam_partner, box = dense(args.lam_self), dense(args.lam_partner), dense(args.box)
+    plan = (args.walk, args.segments, lam_self, lam_partner, box, fill, seed,
+            dense(args.mask) if args.mask is not None else lam_self)
+    if src is dst:
+        bound(src, *plan, *_handoff_buffers(src, layout, walk, tiles))
+    else:
+        bound(src, dst, *plan)
 
 
 def blend_(x, layout, args) -> None:
@@ -482,12 +504,13 @@ def blend_grad(grad, layout, args):
     out = torch.empty_like(grad)
     if not (layout.batch and layout.sample_numel):
         return out
-    grid, n_segments, meta = _walk_args(layout, args, grad.element_size())
-    _blend_grad_kernel[grid](
-        grad, out, args.walk, args.segments, args.lam_self, args.lam_partner, args.box,
-        args.mask if args.mask is not None else args.lam_self,
-        layout.batch, layout.rows, layout.lanes, layout.width, layout.lane_scale,
-        layout.stride_batch, layout.stride_plane, layout.stride_row, n_segments, grid[1],
-        MASKED=args.mask is not None, **meta,
-    )
+    key = (_blend_grad_kernel, layout, grad.dtype, args.pairing, args.box.shape[1], args.spatial, args.mask is not None)
+    bound = _prepared.get(key)
+    if bound is None:
+        grid, n_segments, meta = _walk_args(layout, args, grad.element_size())
+        scalars = (layout.batch, layout.rows, layout.lanes, layout.width, layout.lane_scale, layout.stride_batch,
+                   layout.stride_plane, layout.stride_row, n_segments, grid[1])
+        bound = _prepared[key] = Bound(_blend_grad_kernel, grid, 8, scalars, dict(MASKED=args.mask is not None, **meta))
+    bound(grad, out, args.walk, args.segments, dense(args.lam_self), dense(args.lam_partner), dense(args.box),
+          dense(args.mask) if args.mask is not None else args.lam_self)
     return out

@@ -24,6 +24,7 @@ import triton.language as tl
 from fastmix import draws
 from fastmix.layout import FULL
 
+from .launch import Bound
 from .walk import ceil_div, pow2_at_least
 
 GAMMA_TRIES = tl.constexpr(draws.GAMMA_TRIES)
@@ -332,6 +333,32 @@ def _erasing_plan_kernel(
 BLOCK_B = 128   # rows a program draws when it writes no targets
 
 
+def _stream_of(device: torch.device) -> int:
+    """The current stream's handle on ``device`` (0 off CUDA, where launches run in order anyway)."""
+    return torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else 0
+
+
+class _Rows:
+    """The plan rows a sampler writes. A step whose plan nobody keeps (a transform's own call, in
+    place: the plan lives for that call only) writes into rows kept per device and stream instead
+    of six new tensors: the launches of one stream run in order, so the next step's sampler writes
+    after this step's blend has read. A plan that escapes (``plan()``, the functional API, an
+    out-of-place call whose backward reads the plan later) always gets new rows."""
+
+    def __init__(self, batch: int, boxes: int):
+        self.batch, self.boxes = batch, boxes
+        self.kept: dict = {}
+
+    def __call__(self, device: torch.device, reuse: bool) -> draws.PlanRows:
+        if not reuse:
+            return _empty_rows(self.batch, self.boxes, device)
+        key = (device, _stream_of(device))
+        rows = self.kept.get(key)
+        if rows is None:
+            rows = self.kept[key] = _empty_rows(self.batch, self.boxes, device)
+        return rows
+
+
 def _empty_rows(batch: int, boxes: int, device):
     return draws.PlanRows(torch.empty(batch, dtype=torch.int64, device=device),
                           torch.empty(batch, dtype=torch.float32, device=device),
@@ -341,62 +368,115 @@ def _empty_rows(batch: int, boxes: int, device):
                           torch.empty(batch, dtype=torch.int8, device=device))
 
 
+class MixupSampler:
+    """The Mixup/CutMix sampler launch of one spec for one (batch, size): ``(PlanRows, targets or
+    None)`` from a step's uniforms ``u``, in one launch. ``labels`` (class indices ``(B,)`` or soft
+    ``(B, K)``, already checked) also get their soft targets in the same launch. The launch's
+    grid, scalars and constexprs are derived once per (prob, offset, labels' kind, classes,
+    smoothing) and the launch is bound (``kernels/launch.py``)."""
+
+    def __init__(self, spec, batch: int, size):
+        self.spec, self.batch = spec, batch
+        self.height, self.width = size if size is not None else (1, 1)
+        self.bounds = (0, 0, 0, 0)
+        self.box = BOX_TIMM.value if spec.box_style == "timm" else BOX_TORCHVISION.value
+        if spec.cutmix_minmax is not None:
+            lo, hi = spec.cutmix_minmax
+            self.bounds = (int(self.height * lo), int(self.height * hi), int(self.width * lo), int(self.width * hi))
+            self.box = BOX_MINMAX.value
+        self._bound: dict = {}
+        self.rows = _Rows(batch, 1)
+
+    def _launch(self, prob: float, offset: float, label_mode: int, num_classes: int, smoothing: float,
+                label_stride: int) -> Bound:
+        spec, batch = self.spec, self.batch
+        if label_mode == NO_LABELS.value:
+            block_b, block_k, grid = BLOCK_B, 1, (ceil_div(batch, BLOCK_B), 1)
+        else:
+            # a program a row: its plan recomputed (a few hundred flops) beside a 1-d run of classes;
+            # rows x classes tiles would spill the float64 plan arithmetic
+            block_b, block_k = 1, min(1024, pow2_at_least(num_classes))
+            grid = (batch, ceil_div(num_classes, block_k))
+        off = smoothing / num_classes if num_classes else 0.0
+        scalars = (batch, self.height, self.width, _bits(spec.mixup_alpha if spec.mixup_alpha > 0 else 1.0),
+                   _bits(spec.cutmix_alpha if spec.cutmix_on else 1.0), _bits(prob), _bits(spec.switch_prob),
+                   _bits(offset), *self.bounds, num_classes, label_stride, 1.0 - smoothing + off, off, 1.0 - smoothing)
+        meta = dict(MODE=MODES[spec.mode], ROLL=spec.pairing == "roll", MIXUP_ON=spec.mixup_alpha > 0,
+                    CUTMIX_ON=spec.cutmix_on, BOX=self.box, CORRECT=spec.correct_lam or spec.cutmix_minmax is not None,
+                    LABELS=label_mode, BLOCK_B=block_b, BLOCK_K=block_k, num_warps=4)
+        return Bound(_mixup_plan_kernel, grid, 9, scalars, meta)
+
+    def __call__(self, u: torch.Tensor, prob: float, offset: float, labels, num_classes: int, smoothing: float,
+                 reuse: bool = False):
+        batch = self.batch
+        rows = self.rows(u.device, reuse)
+        if labels is None or num_classes == 0:
+            label_mode, targets, label_stride = NO_LABELS.value, None, 0
+        else:
+            label_mode = SOFT_LABELS.value if labels.dim() == 2 else INDEX_LABELS.value
+            targets = torch.empty(batch, num_classes, dtype=torch.float32, device=u.device)
+            label_stride = labels.stride(0) if labels.dim() == 2 else 1
+        if batch == 0:
+            return rows, targets
+        key = (prob, offset, label_mode, num_classes, smoothing, label_stride)
+        launch = self._bound.get(key)
+        if launch is None:
+            if len(self._bound) >= 8:
+                self._bound.clear()
+            launch = self._bound[key] = self._launch(prob, offset, label_mode, num_classes, smoothing, label_stride)
+        launch(u, u if labels is None else labels, *rows, rows.lam_self if targets is None else targets)
+        return rows, targets
+
+
 def mixup_plan(spec, u: torch.Tensor, batch: int, size, prob: float, offset: float, labels, num_classes: int,
                smoothing: float):
-    """``(PlanRows, targets or None)`` of a Mixup/CutMix step from its uniforms ``u``: one launch.
-    ``labels`` (class indices ``(B,)`` or soft ``(B, K)``, already checked) also get their soft
-    targets in the same launch."""
-    rows = _empty_rows(batch, 1, u.device)
-    if labels is None or num_classes == 0:
-        label_mode, targets, label_stride = NO_LABELS.value, rows.lam_self, 0
-        labels = u
-        block_b, block_k, grid = BLOCK_B, 1, (ceil_div(batch, BLOCK_B), 1)
-    else:
-        # a program a row: its plan recomputed (a few hundred flops) beside a 1-d run of classes;
-        # rows x classes tiles would spill the float64 plan arithmetic
-        label_mode = SOFT_LABELS.value if labels.dim() == 2 else INDEX_LABELS.value
-        targets = torch.empty(batch, num_classes, dtype=torch.float32, device=u.device)
-        label_stride = labels.stride(0) if labels.dim() == 2 else 1
-        block_b, block_k = 1, min(1024, pow2_at_least(num_classes))
-        grid = (batch, ceil_div(num_classes, block_k))
-    if batch == 0:
-        return rows, (None if label_mode == NO_LABELS.value else targets)
-    height, width = size if size is not None else (1, 1)
-    bounds = (0, 0, 0, 0)
-    box = BOX_TIMM.value if spec.box_style == "timm" else BOX_TORCHVISION.value
-    if spec.cutmix_minmax is not None:
-        lo, hi = spec.cutmix_minmax
-        bounds, box = (int(height * lo), int(height * hi), int(width * lo), int(width * hi)), BOX_MINMAX.value
-    off = smoothing / num_classes if num_classes else 0.0
-    _mixup_plan_kernel[grid](
-        u, labels, *rows, targets,
-        batch, height, width, _bits(spec.mixup_alpha if spec.mixup_alpha > 0 else 1.0),
-        _bits(spec.cutmix_alpha if spec.cutmix_on else 1.0), _bits(prob), _bits(spec.switch_prob), _bits(offset), *bounds,
-        num_classes, label_stride, 1.0 - smoothing + off, off, 1.0 - smoothing,
-        MODE=MODES[spec.mode], ROLL=spec.pairing == "roll", MIXUP_ON=spec.mixup_alpha > 0, CUTMIX_ON=spec.cutmix_on,
-        BOX=box, CORRECT=spec.correct_lam or spec.cutmix_minmax is not None, LABELS=label_mode,
-        BLOCK_B=block_b, BLOCK_K=block_k, num_warps=4,
-    )
-    return rows, (None if label_mode == NO_LABELS.value else targets)
+    """``(PlanRows, targets or None)`` of a Mixup/CutMix step from its uniforms ``u``: one launch
+    (:class:`MixupSampler` made for this one call)."""
+    return MixupSampler(spec, batch, size)(u, prob, offset, labels, num_classes, smoothing)
+
+
+class EraseSampler:
+    """Cutout's (``spec.n_holes``) or Erasing's sampler launch for one (batch, size):
+    ``(PlanRows, noise seed or None)`` from the uniforms, one bound launch."""
+
+    def __init__(self, spec, batch: int, size, with_seed: bool):
+        height, width = size
+        self.batch, self.with_seed = batch, with_seed
+        self.cutout = hasattr(spec, "n_holes")
+        self.holes = spec.n_holes if self.cutout else 1
+        self.rows = _Rows(batch, self.holes)
+        self.seeds: dict = {}
+        grid = (ceil_div(batch, BLOCK_B),)
+        if self.cutout:
+            self.launch = Bound(_cutout_plan_kernel, grid, 7, (batch, height, width, spec.length // 2, _bits(spec.p)),
+                                dict(HOLES=spec.n_holes, BLOCK_B=BLOCK_B, num_warps=1))
+        else:
+            self.launch = Bound(_erasing_plan_kernel, grid, 8,
+                                (batch, height, width, _bits(spec.scale[0]), _bits(spec.scale[1]),
+                                 _bits(math.log(spec.ratio[0])), _bits(math.log(spec.ratio[1])), _bits(spec.p)),
+                                dict(ATTEMPTS=spec.attempts, SEED=with_seed, BLOCK_B=BLOCK_B, num_warps=1))
+
+    def __call__(self, u: torch.Tensor, reuse: bool = False):
+        rows = self.rows(u.device, reuse)
+        seed = None
+        if self.with_seed:
+            key = (u.device, _stream_of(u.device))
+            seed = self.seeds.get(key) if reuse else None
+            if seed is None:
+                seed = torch.empty(1, dtype=torch.int64, device=u.device)
+                if reuse:
+                    self.seeds[key] = seed
+        if self.batch == 0:
+            if seed is not None:   # no program runs (and no pixel is filled): the spec's seed
+                seed = draws.noise_seed(u, draws.TORCH)
+            return rows, seed
+        if self.cutout:
+            self.launch(u, *rows)
+        else:
+            self.launch(u, *rows, seed if seed is not None else u)
+        return rows, seed
 
 
 def erase_plan(spec, u: torch.Tensor, batch: int, size, with_seed: bool):
     """``(PlanRows, noise seed or None)`` of Cutout (``spec.n_holes``) or Erasing: one launch."""
-    height, width = size
-    cutout = hasattr(spec, "n_holes")
-    rows = _empty_rows(batch, spec.n_holes if cutout else 1, u.device)
-    seed = torch.empty(1, dtype=torch.int64, device=u.device) if with_seed else None
-    if batch == 0:
-        if seed is not None:   # no program runs (and no pixel is filled): the spec's seed
-            seed = draws.noise_seed(u, draws.TORCH)
-        return rows, seed
-    grid = (ceil_div(batch, BLOCK_B),)
-    if cutout:
-        _cutout_plan_kernel[grid](u, *rows, batch, height, width, spec.length // 2, _bits(spec.p),
-                                  HOLES=spec.n_holes, BLOCK_B=BLOCK_B, num_warps=1)
-    else:
-        _erasing_plan_kernel[grid](u, *rows, seed if seed is not None else u, batch, height, width,
-                                   _bits(spec.scale[0]), _bits(spec.scale[1]), _bits(math.log(spec.ratio[0])),
-                                   _bits(math.log(spec.ratio[1])), _bits(spec.p),
-                                   ATTEMPTS=spec.attempts, SEED=with_seed, BLOCK_B=BLOCK_B, num_warps=1)
-    return rows, seed
+    return EraseSampler(spec, batch, size, with_seed)(u)

@@ -14,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .launch import Bound, dense
 from .walk import ceil_div, pow2_at_least
 
 
@@ -51,10 +52,19 @@ def mix_targets(labels: torch.Tensor, partner: torch.Tensor, label_lam: torch.Te
     if batch == 0 or num_classes == 0:
         return out
     soft = labels.dim() == 2
-    off = smoothing / num_classes
-    block_k = min(1024, pow2_at_least(num_classes))
-    grid = (batch, ceil_div(num_classes, block_k))
-    _targets_kernel[grid](labels, partner, label_lam, out, num_classes, labels.stride(0) if soft else 1,
-                          1.0 - smoothing + off, off, 1.0 - smoothing, SOFT=soft, BLOCK_K=block_k,
-                          num_warps=4 if block_k >= 512 else 1)
+    key = (batch, num_classes, smoothing, soft, labels.stride(0) if soft else 1)
+    launch = _bound.get(key)
+    if launch is None:
+        off = smoothing / num_classes
+        block_k = min(1024, pow2_at_least(num_classes))
+        grid = (batch, ceil_div(num_classes, block_k))
+        if len(_bound) >= 32:
+            _bound.clear()
+        launch = _bound[key] = Bound(_targets_kernel, grid, 4, (num_classes, key[4], 1.0 - smoothing + off, off,
+                                                                1.0 - smoothing),
+                                     dict(SOFT=soft, BLOCK_K=block_k, num_warps=4 if block_k >= 512 else 1))
+    launch(labels, dense(partner), dense(label_lam), out)
     return out
+
+
+_bound: dict = {}   # (batch, classes, smoothing, soft, label stride) -> its launch, made once

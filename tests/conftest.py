@@ -27,12 +27,9 @@ def each_sampler(request):
 
     if not ops.triton_available():
         pytest.skip("triton is not installed")
-    old = os.environ.get(ops.BACKEND_ENV)
-    os.environ[ops.BACKEND_ENV] = "triton"
+    old = ops.backend()
+    ops.set_backend("triton")
     try:
         yield "fused"
     finally:
-        if old is None:
-            os.environ.pop(ops.BACKEND_ENV, None)
-        else:
-            os.environ[ops.BACKEND_ENV] = old
+        ops.set_backend(old)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from typing import NamedTuple, Optional
 
 import pytest
@@ -66,16 +65,13 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype, what
 
 @contextlib.contextmanager
 def backend(name: str):
-    """Force FASTMIX_BACKEND for the block."""
-    old = os.environ.get(ops.BACKEND_ENV)
-    os.environ[ops.BACKEND_ENV] = name
+    """Force a backend for the block (``fastmix.set_backend``; the environment is read only at import)."""
+    old = ops.backend()
+    ops.set_backend(name)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop(ops.BACKEND_ENV, None)
-        else:
-            os.environ[ops.BACKEND_ENV] = old
+        ops.set_backend(old)
 
 
 requires_triton = pytest.mark.skipif(not ops.triton_available(), reason="triton is not installed")

@@ -33,15 +33,18 @@ def _plan(kind, pairing, batch, gen):
 @pytest.mark.parametrize("kind", ("mixup", "cutmix", "switch_elem", "cutmix_batch"))
 @pytest.mark.parametrize("pairing", PAIRINGS)
 def test_every_walk_matches_the_reference_and_each_other(dtype, layout, kind, pairing, gen):
-    """Forced onto small samples, the cycle walk (and, for flip pairs with one region, the
-    pair blocks) equals the general chunk walk bit for bit and the oracle to rounding."""
+    """Forced onto small samples, the cycle walk, the select walk (and, for flip pairs with one
+    region, the pair blocks; for batch-mode plans the uniform walk) equal the general chunk walk
+    bit for bit and the oracle to rounding."""
     for batch in (8, 9):     # 9: the middle sample is its own partner under flip
         x = make_batch(layout, dtype, batch, 3, 6, 10, gen)
         plan = _plan(kind, pairing, batch, gen)
         args = plan_args(plan, with_cycles=False)
         lay = describe(x, True)
         facts = cpu.Facts.of(args, lay)
-        walks = [cpu.CYCLES] + ([cpu.FLIP_PAIRS] if pairing == "flip" and facts.uniform else [])
+        walks = [cpu.CYCLES, cpu.SELECT] + ([cpu.FLIP_PAIRS] if pairing == "flip" and facts.uniform else [])
+        if cpu.uniform_region(args, lay, dtype) is not None:   # batch mode drawn on the host, flip or roll
+            walks.append(cpu.UNIFORM)
         general = _same_strides(x)
         cpu.run_walk(cpu.CHUNKS, general, lay, args)
         where = f"{kind}/{pairing}/{layout}/{dtype}/B={batch}"
@@ -59,7 +62,7 @@ def test_mixup_plans_walk_whole_rows_too(gen):
     args = plan_args(plan, with_cycles=False)
     lay = describe(x, False)
     results = []
-    for walk in (cpu.CHUNKS, cpu.CYCLES, cpu.FLIP_PAIRS):
+    for walk in (cpu.CHUNKS, cpu.CYCLES, cpu.FLIP_PAIRS, cpu.SELECT):
         out = x.clone()
         cpu.run_walk(walk, out, lay, args)
         results.append(out)
@@ -87,22 +90,35 @@ def _facts(x, plan):
     return cpu.Facts.of(args, lay), args, lay
 
 
+def _decided(x, plan):
+    args = plan_args(plan, with_cycles=False)
+    return cpu.decide(args, describe(x, plan.spatial), x.dtype)[0]
+
+
 def test_the_decision(gen):
     big = torch.zeros(4, 3, 160, 160)               # 76800 elements a sample: large
     small = torch.zeros(64, 3, 8, 8)
+    several = torch.zeros(128, 3, 64, 64)            # 1.5M elements: more than one block of pairs
+    # batch mode on the host: one weight and one box expanded to every row
     mixup = F.mixup_cutmix_plan(4, None, mixup_alpha=1.0, generator=gen)
+    assert mixup.lam_self.stride(0) == 0, "a batch-mode plan drawn on the host holds one expanded value"
+    assert _decided(big, mixup) == cpu.UNIFORM                   # the batch's region fits in cache
     assert cpu.choose_walk(*_facts(big, mixup)[:3], big.dtype) == cpu.CYCLES
     blocks = F.mixup_cutmix_plan(64, None, mixup_alpha=1.0, generator=gen)
-    assert cpu.choose_walk(*_facts(small, blocks)[:3], small.dtype) == cpu.CHUNKS   # one block: one chunk
-    several = torch.zeros(128, 3, 64, 64)            # 1.5M elements: more than one block of pairs
+    assert _decided(small, blocks) == cpu.UNIFORM
+    assert cpu.choose_walk(*_facts(small, blocks)[:3], small.dtype) == cpu.SELECT   # one block: all at once
     blocks = F.mixup_cutmix_plan(128, None, mixup_alpha=1.0, generator=gen)
-    assert cpu.choose_walk(*_facts(several, blocks)[:3], small.dtype) == cpu.FLIP_PAIRS
+    assert _decided(several, blocks) == cpu.FLIP_PAIRS          # too large to gather at once
     roll = F.mixup_cutmix_plan(128, None, mixup_alpha=1.0, pairing="roll", generator=gen)
-    assert cpu.choose_walk(*_facts(several, roll)[:3], small.dtype) == cpu.CHUNKS
+    assert _decided(several, roll) == cpu.CHUNKS
+    odd = F.mixup_cutmix_plan(63, None, mixup_alpha=1.0, generator=gen)          # its middle row is alone
+    assert _decided(torch.zeros(63, 3, 8, 8), odd) == cpu.SELECT
+    per_sample = F.mixup_cutmix_plan(64, (8, 8), mixup_alpha=0.8, cutmix_alpha=1.0, mode="elem", generator=gen)
+    assert _decided(small, per_sample) == cpu.SELECT
     cut = F.cutout_plan(4, (160, 160), generator=gen)
-    assert cpu.choose_walk(*_facts(big, cut)[:3], big.dtype) == cpu.CHUNKS             # fills
-    nothing = F.mixup_cutmix_plan(4, None, mixup_alpha=1.0, prob=0.0, generator=gen)
-    assert cpu.choose_walk(*_facts(big, nothing)[:3], big.dtype) == cpu.NOTHING
+    assert _decided(big, cut) == cpu.CHUNKS                     # fills
+    nothing = F.mixup_cutmix_plan(4, None, mixup_alpha=1.0, prob=0.0, mode="elem", generator=gen)
+    assert _decided(big, nothing) == cpu.NOTHING
 
 
 def test_forcing_a_walk_checks_what_it_needs(gen):
@@ -116,7 +132,9 @@ def test_forcing_a_walk_checks_what_it_needs(gen):
     with pytest.raises(ValueError, match="partner"):
         cpu.run_walk(cpu.FLIP_PAIRS, x, lay, roll)
     assert torch.equal(x, torch.zeros_like(x)), "a refused walk wrote something"
-    assert cpu.choose_walk(cpu.Facts.of(not_a_permutation, lay), not_a_permutation, lay, x.dtype) == cpu.CHUNKS
+    # not a permutation: only walks that gather every partner before writing may take it
+    walk = cpu.choose_walk(cpu.Facts.of(not_a_permutation, lay), not_a_permutation, lay, x.dtype)
+    assert walk in (cpu.SELECT, cpu.CHUNKS), walk
 
 
 def test_uint8_narrowing_through_int16_equals_a_direct_copy(gen):
@@ -145,3 +163,30 @@ def test_targets_match_the_reference(smoothing, gen):
 def test_cycles_on_host():
     partner = np.array([2, 0, 1, 3, 5, 4])
     assert cpu.cycles_on_host(partner) == [[0, 2, 1], [4, 5]]
+
+
+@pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16, torch.uint8, torch.float64))
+@pytest.mark.parametrize("kind", ("mixup", "cutmix", "switch"))
+@pytest.mark.parametrize("pairing", ("flip", "roll"))
+def test_batch_mode_on_the_host_takes_the_uniform_walk(dtype, kind, pairing, gen):
+    """A batch-mode plan drawn on the host holds one value expanded to every row and is applied by
+    the uniform walk, which equals the chunk walk bit for bit and the oracle to rounding."""
+    options = {"mixup": dict(mixup_alpha=1.0), "cutmix": dict(mixup_alpha=0.0, cutmix_alpha=1.0),
+               "switch": dict(mixup_alpha=0.8, cutmix_alpha=1.0)}[kind]
+    taken = 0
+    for draw in range(6):
+        x = make_batch("nchw", dtype, 8, 3, 6, 10, gen)
+        plan = F.mixup_cutmix_plan(8, (6, 10), pairing=pairing, generator=gen, **options)
+        args = plan_args(plan, with_cycles=False)
+        lay = describe(x, True)
+        assert plan.lam_self.stride(0) == 0 and plan.box.stride(0) == 0, "batch mode: expanded rows"
+        walk, _ = cpu.decide(args, lay, dtype)
+        assert walk == cpu.UNIFORM, f"draw {draw}: {walk}"
+        taken += 1
+        general, walked = _same_strides(x), _same_strides(x)
+        cpu.run_walk(cpu.CHUNKS, general, lay, args)
+        cpu.run_walk(cpu.UNIFORM, walked, lay, args)
+        where = f"{kind}/{pairing}/{dtype}/draw {draw}"
+        assert torch.equal(raw_bytes(walked), raw_bytes(general)), f"{where}: the uniform walk differs"
+        assert_close(walked, oracle.expected(x, plan), dtype, where)
+    assert taken == 6

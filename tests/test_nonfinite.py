@@ -44,6 +44,10 @@ def _plans(batch, size, gen):
         "switch-roll": F.mixup_cutmix_plan(batch, size, mixup_alpha=1.0, cutmix_alpha=1.0, mode="elem", prob=0.7,
                                            pairing="roll", generator=gen),
         "cutout": F.cutout_plan(batch, size, n_holes=2, length=4, fill=1.5, p=0.7, generator=gen),
+        # batch mode, drawn on the host: one value expanded to every row (the CPU path's uniform walk)
+        "cutmix-batch": F.mixup_cutmix_plan(batch, size, mixup_alpha=0.0, cutmix_alpha=1.0, generator=gen),
+        "mixup-batch-roll": F.mixup_cutmix_plan(batch, size, mixup_alpha=1.0, prob=0.5, pairing="roll",
+                                                generator=gen),
     }
 
 
@@ -62,7 +66,7 @@ def test_untouched_elements_stay_bit_for_bit(name, dtype, gen):
                                    f"first at {tuple(int(v) for v in changed.nonzero()[0])}")
 
 
-@pytest.mark.parametrize("walk", [cpu.CHUNKS, cpu.CYCLES, cpu.FLIP_PAIRS])
+@pytest.mark.parametrize("walk", [cpu.CHUNKS, cpu.CYCLES, cpu.FLIP_PAIRS, cpu.SELECT])
 def test_every_cpu_walk_leaves_untouched_rows_alone(walk, gen):
     """Each walk forced on a flip Mixup plan whose rows 2 and 5 (a pair) are not mixed: their
     bytes survive even though their partners hold NaN and Inf."""

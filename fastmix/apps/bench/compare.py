@@ -31,7 +31,7 @@ import torch
 import fastmix
 from fastmix import v2
 
-from . import collate, launches, peers
+from . import collate, host, launches, peers
 from .timing import machine, progress, result_line, summary, time_call
 
 NUM_CLASSES = 1000
@@ -91,36 +91,41 @@ print(total / 4 / (2 * x.nbytes))
 
 
 _LAUNCH_CODE = """
-import json, os, time, torch
+import json, os, torch
 from fastmix.apps.bench.compare import FASTMIX
 from fastmix.apps.bench.launches import count_launches
-from triton.runtime import interpreter, jit
 x = torch.rand(8, 3, 32, 32); y = torch.randint(0, 10, (8,))
 fn = FASTMIX[{name!r}][1](x, y, 10, validate=False)
 fn()
 with count_launches() as launches:
     fn()
-for cls in (jit.JITFunction, interpreter.InterpretedFunction):   # the host's own work: no kernel runs
-    cls.run = lambda self, *args, **kwargs: None
-for _ in range(20):
-    fn()
-start = time.perf_counter()
-for _ in range(200):
-    fn()
-print(json.dumps(dict(launches=launches.total, host_us=(time.perf_counter() - start) / 200 * 1e6)))
+print(json.dumps(dict(launches=launches.total)))
 """
 
 
 @functools.lru_cache(maxsize=None)
 def fastmix_launches(name: str) -> dict:
     """The CUDA path of a fastmix candidate, run by the interpreter on a small batch (subprocess):
-    its launches (aten ops that launch a kernel + Triton launches, label checks off as on CUDA) and
-    the host's time per call with the kernels stubbed out (argument checks, plan bookkeeping).
-    The same for every case of a run (a fixed small batch): one subprocess per candidate."""
+    its launches (aten ops that launch a kernel + Triton launches, label checks off as on CUDA),
+    and its host time per call beside timm's batch step written out (:mod:`.host`, one subprocess
+    for every candidate, interleaved). The same for every case of a run (a fixed small batch)."""
     env = {**os.environ, "TRITON_INTERPRET": "1", "FASTMIX_BACKEND": "triton"}
     out = subprocess.run([sys.executable, "-c", _LAUNCH_CODE.format(name=name)], capture_output=True, text=True,
                          env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {}
+    row = json.loads(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else {}
+    timed = _host_times().get(name)
+    if timed:
+        row.update(host_us=timed["host_us"], host_vs_timm=timed["vs_timm"])
+    return row
+
+
+@functools.lru_cache(maxsize=None)
+def _host_times() -> dict:
+    try:
+        return host.run()
+    except RuntimeError as why:
+        progress(str(why))
+        return {}
 
 
 def make_batch(shape, dtype, device):
@@ -251,7 +256,7 @@ def print_table(rows):
     """The rows as a table, a header line per (shape, dtype, floor) group: "vs pass" is the time
     against the group's floor (an ``x.mul_(1)`` pass, or plain collation for the collate rows)."""
     head = (f"{'candidate':28s} {'shape':>14s} {'dtype':>8s} {'median ms':>10s} {'img/s':>9s} {'vs fastmix':>10s} "
-            f"{'vs pass':>8s} {'bytes/pass':>10s} {'graph ms':>9s} {'launches':>8s} {'host us':>8s}")
+            f"{'vs pass':>8s} {'bytes/pass':>10s} {'graph ms':>9s} {'launches':>8s} {'host us':>8s} {'vs timm':>8s}")
     print(head)
     print("-" * len(head))
     last = None
@@ -268,10 +273,11 @@ def print_table(rows):
         traffic = f"{r['bytes_vs_pass']:.2f}" if "bytes_vs_pass" in r else "-"
         graph = f"{r['graph_ms']:.3f}" if "graph_ms" in r else "-"
         launched = str(r["launches"]) if "launches" in r else "-"
-        host = f"{r['host_us']:.0f}" if "host_us" in r else "-"
+        host_us = f"{r['host_us']:.0f}" if "host_us" in r else "-"
+        host_vs = f"{r['host_vs_timm']:.2f}x" if "host_vs_timm" in r else "-"
         print(f"{r['candidate']:28s} {r['shape']:>14s} {r['dtype']:>8s} {r['median_ms']:10.3f} "
               f"{r['images_per_s']:9.0f} {vs:>10s} {r['floor_ratio']:7.2f}x {traffic:>10s} {graph:>9s} "
-              f"{launched:>8s} {host:>8s}")
+              f"{launched:>8s} {host_us:>8s} {host_vs:>8s}")
 
 
 def compare_baseline(rows, path) -> int:
@@ -311,7 +317,18 @@ def main(argv=None, prog=None) -> int:
     parser.add_argument("--only", help="comma-separated substrings of candidate names")
     parser.add_argument("--json", help="write the rows (and the machine) to this file")
     parser.add_argument("--baseline", help="compare against a JSON written by --json; exit 1 on a slowdown")
+    parser.add_argument("--host", action="store_true",
+                        help="only the host time per call of every transform on the CUDA path (kernels stubbed), "
+                             "beside timm's batch step written out (fastmix.apps.bench.host)")
     args = parser.parse_args(argv)
+    if args.host:
+        print(f"machine: {machine(torch.device('cpu'))}; torch {torch.__version__}")
+        results = host.run()
+        host.print_table(results)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": machine(torch.device("cpu")), "argv": argv, "host": results}, f, indent=1)
+        return 0
     device = torch.device(args.device)
     if device.type == "cpu":
         torch.set_num_threads(args.threads)
