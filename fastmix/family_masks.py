@@ -150,10 +150,18 @@ def _check_pairing(pairing) -> str:
     return pairing
 
 
-class _FamilyArguments:
-    """The arguments every family member checks alike: ``prob``, the targets' and ``generator``."""
+FAMILY_MODES = ("batch", "elem")
 
-    def __init__(self, prob, label_smoothing, num_classes, generator, validate=None):
+
+class _FamilyArguments:
+    """The arguments every family member checks alike: ``mode``, ``prob``, the targets' and
+    ``generator``. ``mode`` is timm's: ``"batch"`` draws once for the batch (the papers' draw: one
+    boundary, one λ or set of weights, one mask, one scale), ``"elem"`` once per sample."""
+
+    def __init__(self, prob, label_smoothing, num_classes, generator, validate=None, mode="batch"):
+        if mode not in FAMILY_MODES:
+            raise ValueError(f"mode: expected 'batch' (one draw per batch) or 'elem' (per sample), got {mode!r}")
+        self.mode = mode
         self.prob = _checks.probability("prob", prob)
         self.label_smoothing = _checks.number("label_smoothing", label_smoothing, low=0.0, high=1.0,
                                               high_open=True)

@@ -16,7 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .blend import MAX_GRID_Y, _to_storage
+from .blend import MAX_GRID_Y
+from .values import _to_storage
 from .walk import ceil_div, gated, pow2_at_least, tile
 
 

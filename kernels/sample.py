@@ -15,7 +15,6 @@ sample, plus two for the noise seed.
 from __future__ import annotations
 
 import math
-import struct
 
 import torch
 import triton
@@ -24,107 +23,16 @@ import triton.language as tl
 from fastmix import draws
 from fastmix.layout import FULL
 
+from .draws import BOX_MINMAX, BOX_TIMM, BOX_TORCHVISION, bits, cut_side, f64, log_gamma, minmax_side, uniform
 from .launch import Bound
 from .walk import ceil_div, pow2_at_least
 
-GAMMA_TRIES = tl.constexpr(draws.GAMMA_TRIES)
 MIX_UNIFORMS = tl.constexpr(draws.MIX_UNIFORMS)
 MIX_GAMMA_B = tl.constexpr(draws.MIX_GAMMA_B)
 MIX_SWITCH, MIX_PROB, MIX_BOX = tl.constexpr(draws.MIX_SWITCH), tl.constexpr(draws.MIX_PROB), tl.constexpr(draws.MIX_BOX)
-BOX_TIMM, BOX_TORCHVISION, BOX_MINMAX = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 NO_LABELS, INDEX_LABELS, SOFT_LABELS = tl.constexpr(0), tl.constexpr(1), tl.constexpr(2)
 FULL_END = tl.constexpr(FULL)
 MODES = {"batch": 0, "pair": 1, "elem": 2}
-
-
-# --------------------------------------------------------------------------------------------
-# draws (fastmix/draws.py, row by row)
-# --------------------------------------------------------------------------------------------
-
-def _bits(value: float) -> int:
-    """A float64 argument as its bits in an int64: Triton passes Python floats to a kernel as
-    float32, and the samplers' parameters must reach it exactly (the spec computes in float64)."""
-    return struct.unpack("<q", struct.pack("<d", float(value)))[0]
-
-
-@triton.jit
-def _f64(bits):
-    """The float64 whose bits :func:`_bits` passed."""
-    return tl.cast(tl.cast(bits, tl.int64), tl.float64, bitcast=True)
-
-
-@triton.jit
-def _uniform(ptr, mask, offset):
-    """A uniform as float64, rotated by ``offset`` (``draws.rotated``)."""
-    u = tl.load(ptr, mask=mask, other=0.5).to(tl.float64)
-    return u + offset - tl.floor(u + offset)
-
-
-@triton.jit
-def _cos_2pi(u):
-    """``draws.cos_2pi``: the float64 polynomial on [0, pi/2], highest power first."""
-    r = tl.abs(u - tl.floor(u + 0.5))
-    flip = r > 0.25
-    x = 6.283185307179586 * tl.where(flip, 0.5 - r, r)
-    x2 = x * x
-    p = x2 * 0.0 - 8.896791392450574e-22
-    p = p * x2 + 4.110317623312165e-19
-    p = p * x2 - 1.5619206968586225e-16
-    p = p * x2 + 4.779477332387385e-14
-    p = p * x2 - 1.1470745597729725e-11
-    p = p * x2 + 2.08767569878681e-09
-    p = p * x2 - 2.755731922398589e-07
-    p = p * x2 + 2.48015873015873e-05
-    p = p * x2 - 0.001388888888888889
-    p = p * x2 + 0.041666666666666664
-    p = p * x2 - 0.5
-    p = p * x2 + 1.0
-    return tl.where(flip, -p, p)
-
-
-@triton.jit
-def _log_gamma(base, mask, offset, alpha):
-    """``draws.log_gamma`` for one Gamma(alpha) from the ``GAMMA_UNIFORMS`` uniforms at ``base``."""
-    d = alpha + 0.6666666666666667              # draws.TWO_THIRDS
-    c = 1.0 / tl.sqrt(9.0 * d)
-    chosen = d * 0.0 + 1.0
-    found = d < 0.0
-    for k in tl.static_range(0, GAMMA_TRIES, 2):
-        radius = tl.sqrt(-2.0 * tl.log(1.0 - _uniform(base + k, mask, offset)))
-        angle = _uniform(base + k + 1, mask, offset)
-        for j in tl.static_range(2):
-            z = radius * _cos_2pi(angle - 0.25 * j)
-            t = 1.0 + c * z
-            v = t * t * t
-            safe = tl.where(v > 0.0, v, 1.0)
-            test = tl.log(1.0 - _uniform(base + GAMMA_TRIES + k + j, mask, offset))
-            accept = (v > 0.0) & (test < 0.5 * z * z + d - d * safe + d * tl.log(safe))
-            chosen = tl.where(accept & ~found, safe, chosen)
-            found = found | accept
-    return tl.log(d) + tl.log(chosen) + tl.log(1.0 - _uniform(base + 2 * GAMMA_TRIES, mask, offset)) / alpha
-
-
-@triton.jit
-def _cut_side(u_centre, lam, extent, BOX: tl.constexpr):
-    """One axis of ``draws._cut_box`` for a λ-sized box: ``(start, end)`` float64."""
-    ratio = tl.sqrt(tl.minimum(tl.maximum(1.0 - lam, 0.0), 1.0))
-    centre = tl.minimum(tl.maximum(tl.floor(u_centre * extent), 0.0), extent - 1.0)
-    if BOX == BOX_TIMM:
-        cut = tl.floor(ratio * extent)
-        low = tl.floor(cut * 0.5)
-        high = tl.floor((cut + 1.0) * 0.5)
-    else:
-        low = tl.floor(ratio * (extent * 0.5))
-        high = low
-    return tl.minimum(tl.maximum(centre - low, 0.0), extent), tl.minimum(tl.maximum(centre + high, 0.0), extent)
-
-
-@triton.jit
-def _minmax_side(u_side, u_start, lo, hi, extent):
-    """One axis of ``draws._cut_box`` with ``cutmix_minmax``: side in [lo, hi), inside the image."""
-    cut = lo + tl.minimum(tl.floor(u_side * (hi - lo)), hi - lo - 1.0)
-    start = tl.minimum(tl.floor(u_start * (extent - cut + 1.0)), extent - cut)
-    return start, start + cut
 
 
 @triton.jit
@@ -140,15 +48,15 @@ def _mixup_rows(u_ptr, rows, in_batch, batch, height, width, mixup_alpha, cutmix
     else:
         unit = rows
     base = u_ptr + unit.to(tl.int64) * MIX_UNIFORMS
-    switch = _uniform(base + MIX_SWITCH, in_batch, offset)
+    switch = uniform(base + MIX_SWITCH, in_batch, offset)
     if MIXUP_ON and CUTMIX_ON:
         use_cut = switch < switch_prob
     else:
         use_cut = switch < (1.0 if CUTMIX_ON else 0.0)
     alpha = tl.where(use_cut, cutmix_alpha, mixup_alpha)
-    lam = 1.0 / (1.0 + tl.exp(_log_gamma(base + MIX_GAMMA_B, in_batch, offset, alpha)
-                              - _log_gamma(base, in_batch, offset, alpha)))
-    lam = tl.where(_uniform(base + MIX_PROB, in_batch, offset) < prob, lam, 1.0)
+    lam = 1.0 / (1.0 + tl.exp(log_gamma(base + MIX_GAMMA_B, in_batch, offset, alpha)
+                              - log_gamma(base, in_batch, offset, alpha)))
+    lam = tl.where(uniform(base + MIX_PROB, in_batch, offset) < prob, lam, 1.0)
     lam = tl.floor(tl.minimum(tl.maximum(lam, 0.0), 1.0) * 16777216.0 + 0.5) / 16777216.0
     # -- the row --
     if ROLL:
@@ -159,13 +67,13 @@ def _mixup_rows(u_ptr, rows, in_batch, batch, height, width, mixup_alpha, cutmix
     mix = active & ~use_cut
     if CUTMIX_ON:
         if BOX == BOX_MINMAX:
-            y0, y1 = _minmax_side(_uniform(base + MIX_BOX, in_batch, offset),
-                                  _uniform(base + MIX_BOX + 2, in_batch, offset), lo_h, hi_h, height)
-            x0, x1 = _minmax_side(_uniform(base + MIX_BOX + 1, in_batch, offset),
-                                  _uniform(base + MIX_BOX + 3, in_batch, offset), lo_w, hi_w, width)
+            y0, y1 = minmax_side(uniform(base + MIX_BOX, in_batch, offset),
+                                  uniform(base + MIX_BOX + 2, in_batch, offset), lo_h, hi_h, height)
+            x0, x1 = minmax_side(uniform(base + MIX_BOX + 1, in_batch, offset),
+                                  uniform(base + MIX_BOX + 3, in_batch, offset), lo_w, hi_w, width)
         else:
-            y0, y1 = _cut_side(_uniform(base + MIX_BOX, in_batch, offset), lam, height, BOX)
-            x0, x1 = _cut_side(_uniform(base + MIX_BOX + 1, in_batch, offset), lam, width, BOX)
+            y0, y1 = cut_side(uniform(base + MIX_BOX, in_batch, offset), lam, height, BOX)
+            x0, x1 = cut_side(uniform(base + MIX_BOX + 1, in_batch, offset), lam, width, BOX)
         cut = active & use_cut
         live = cut & (y0 < y1) & (x0 < x1)
         if CORRECT:
@@ -225,8 +133,8 @@ def _mixup_plan_kernel(
     rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     in_batch = rows < batch
     partner, lam_self, y0, y1, x0, x1, label, kind = _mixup_rows(
-        u_ptr, rows, in_batch, batch, tl.cast(height, tl.float64), tl.cast(width, tl.float64), _f64(mixup_alpha),
-        _f64(cutmix_alpha), _f64(prob), _f64(switch_prob), _f64(offset),
+        u_ptr, rows, in_batch, batch, tl.cast(height, tl.float64), tl.cast(width, tl.float64), f64(mixup_alpha),
+        f64(cutmix_alpha), f64(prob), f64(switch_prob), f64(offset),
         tl.cast(lo_h, tl.float64), tl.cast(hi_h, tl.float64), tl.cast(lo_w, tl.float64), tl.cast(hi_w, tl.float64),
         MODE, ROLL, MIXUP_ON, CUTMIX_ON, BOX, CORRECT)
     if tl.program_id(1) == 0:
@@ -267,12 +175,12 @@ def _cutout_plan_kernel(
     base = u_ptr + rows.to(tl.int64) * (2 * HOLES + 1)
     heights = tl.cast(height, tl.float64)
     widths = tl.cast(width, tl.float64)
-    apply = _uniform(base + 2 * HOLES, in_batch, 0.0) < _f64(p)
+    apply = uniform(base + 2 * HOLES, in_batch, 0.0) < f64(p)
     live = apply & False
     zero = tl.zeros([BLOCK_B], tl.float64)
     for k in tl.static_range(HOLES):
-        cy = tl.minimum(tl.maximum(tl.floor(_uniform(base + 2 * k, in_batch, 0.0) * heights), 0.0), heights - 1.0)
-        cx = tl.minimum(tl.maximum(tl.floor(_uniform(base + 2 * k + 1, in_batch, 0.0) * widths), 0.0), widths - 1.0)
+        cy = tl.minimum(tl.maximum(tl.floor(uniform(base + 2 * k, in_batch, 0.0) * heights), 0.0), heights - 1.0)
+        cx = tl.minimum(tl.maximum(tl.floor(uniform(base + 2 * k + 1, in_batch, 0.0) * widths), 0.0), widths - 1.0)
         y0 = tl.where(apply, tl.minimum(tl.maximum(cy - half, 0.0), heights), 0.0)   # half: an int, exact
         y1 = tl.where(apply, tl.minimum(tl.maximum(cy + half, 0.0), heights), 0.0)
         x0 = tl.where(apply, tl.minimum(tl.maximum(cx - half, 0.0), widths), 0.0)
@@ -296,14 +204,14 @@ def _erasing_plan_kernel(
     base = u_ptr + rows.to(tl.int64) * (2 * ATTEMPTS + 3)
     heights = tl.cast(height, tl.float64)
     widths = tl.cast(width, tl.float64)
-    lo, hi = _f64(scale_lo), _f64(scale_hi)
-    log_lo, log_hi = _f64(log_ratio_lo), _f64(log_ratio_hi)
+    lo, hi = f64(scale_lo), f64(scale_hi)
+    log_lo, log_hi = f64(log_ratio_lo), f64(log_ratio_hi)
     h = tl.zeros([BLOCK_B], tl.float64)
     w = h
     found = h < 0.0
     for k in tl.static_range(ATTEMPTS):
-        area = heights * widths * (lo + (hi - lo) * _uniform(base + 2 * k, in_batch, 0.0))
-        aspect = tl.exp(log_lo + (log_hi - log_lo) * _uniform(base + 2 * k + 1, in_batch, 0.0))
+        area = heights * widths * (lo + (hi - lo) * uniform(base + 2 * k, in_batch, 0.0))
+        aspect = tl.exp(log_lo + (log_hi - log_lo) * uniform(base + 2 * k + 1, in_batch, 0.0))
         h_k = (tl.sqrt(area * aspect) + 6755399441055744.0) - 6755399441055744.0   # round half to even
         w_k = (tl.sqrt(area / aspect) + 6755399441055744.0) - 6755399441055744.0
         fits = (h_k < heights) & (w_k < widths) & (h_k > 0.0) & (w_k > 0.0)
@@ -311,9 +219,9 @@ def _erasing_plan_kernel(
         h = tl.where(take, h_k, h)
         w = tl.where(take, w_k, w)
         found = found | fits
-    found = found & (_uniform(base + 2 * ATTEMPTS + 2, in_batch, 0.0) < _f64(p))
-    y0 = tl.minimum(tl.floor(_uniform(base + 2 * ATTEMPTS, in_batch, 0.0) * (heights - h + 1.0)), heights - h)
-    x0 = tl.minimum(tl.floor(_uniform(base + 2 * ATTEMPTS + 1, in_batch, 0.0) * (widths - w + 1.0)), widths - w)
+    found = found & (uniform(base + 2 * ATTEMPTS + 2, in_batch, 0.0) < f64(p))
+    y0 = tl.minimum(tl.floor(uniform(base + 2 * ATTEMPTS, in_batch, 0.0) * (heights - h + 1.0)), heights - h)
+    x0 = tl.minimum(tl.floor(uniform(base + 2 * ATTEMPTS + 1, in_batch, 0.0) * (widths - w + 1.0)), widths - w)
     zero = tl.zeros([BLOCK_B], tl.float64)
     _store_plan(partner_ptr, lam_self_ptr, lam_partner_ptr, box_ptr, label_lam_ptr, kind_ptr, rows, in_batch,
                 rows, zero, zero, tl.where(found, y0, 0.0), tl.where(found, y0 + h, 0.0), tl.where(found, x0, 0.0),
@@ -398,9 +306,9 @@ class MixupSampler:
             block_b, block_k = 1, min(1024, pow2_at_least(num_classes))
             grid = (batch, ceil_div(num_classes, block_k))
         off = smoothing / num_classes if num_classes else 0.0
-        scalars = (batch, self.height, self.width, _bits(spec.mixup_alpha if spec.mixup_alpha > 0 else 1.0),
-                   _bits(spec.cutmix_alpha if spec.cutmix_on else 1.0), _bits(prob), _bits(spec.switch_prob),
-                   _bits(offset), *self.bounds, num_classes, label_stride, 1.0 - smoothing + off, off, 1.0 - smoothing)
+        scalars = (batch, self.height, self.width, bits(spec.mixup_alpha if spec.mixup_alpha > 0 else 1.0),
+                   bits(spec.cutmix_alpha if spec.cutmix_on else 1.0), bits(prob), bits(spec.switch_prob),
+                   bits(offset), *self.bounds, num_classes, label_stride, 1.0 - smoothing + off, off, 1.0 - smoothing)
         meta = dict(MODE=MODES[spec.mode], ROLL=spec.pairing == "roll", MIXUP_ON=spec.mixup_alpha > 0,
                     CUTMIX_ON=spec.cutmix_on, BOX=self.box, CORRECT=spec.correct_lam or spec.cutmix_minmax is not None,
                     LABELS=label_mode, BLOCK_B=block_b, BLOCK_K=block_k, num_warps=4)
@@ -448,12 +356,12 @@ class EraseSampler:
         self.seeds: dict = {}
         grid = (ceil_div(batch, BLOCK_B),)
         if self.cutout:
-            self.launch = Bound(_cutout_plan_kernel, grid, 7, (batch, height, width, spec.length // 2, _bits(spec.p)),
+            self.launch = Bound(_cutout_plan_kernel, grid, 7, (batch, height, width, spec.length // 2, bits(spec.p)),
                                 dict(HOLES=spec.n_holes, BLOCK_B=BLOCK_B, num_warps=1))
         else:
             self.launch = Bound(_erasing_plan_kernel, grid, 8,
-                                (batch, height, width, _bits(spec.scale[0]), _bits(spec.scale[1]),
-                                 _bits(math.log(spec.ratio[0])), _bits(math.log(spec.ratio[1])), _bits(spec.p)),
+                                (batch, height, width, bits(spec.scale[0]), bits(spec.scale[1]),
+                                 bits(math.log(spec.ratio[0])), bits(math.log(spec.ratio[1])), bits(spec.p)),
                                 dict(ATTEMPTS=spec.attempts, SEED=with_seed, BLOCK_B=BLOCK_B, num_warps=1))
 
     def __call__(self, u: torch.Tensor, reuse: bool = False):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastmix import cpu, reference
+from fastmix import cpu, cpu_walks, reference
 from fastmix import functional as F
 from fastmix.layout import describe
 from fastmix.plan import plan_args
@@ -142,11 +142,11 @@ def test_uint8_narrowing_through_int16_equals_a_direct_copy(gen):
     CPU); for every value a blend can produce the two agree exactly."""
     val = torch.arange(256, dtype=torch.float32).repeat(3, 7).view(3, 7, 256)[:, :, torch.randperm(256, generator=gen)]
     fast, direct = torch.empty(val.shape, dtype=torch.uint8), torch.empty(val.shape, dtype=torch.uint8)
-    cpu.store(fast, val.clone(), clamp=False)
+    cpu_walks.store(fast, val.clone(), clamp=False)
     direct.copy_(val)
     assert torch.equal(fast, direct)
     strided = torch.zeros(3, 7, 300, dtype=torch.uint8)[:, :, 10:266]   # a crop of a wider row
-    cpu.store(strided, val.clone(), clamp=True)
+    cpu_walks.store(strided, val.clone(), clamp=True)
     assert torch.equal(strided, direct)
 
 
@@ -162,7 +162,7 @@ def test_targets_match_the_reference(smoothing, gen):
 
 def test_cycles_on_host():
     partner = np.array([2, 0, 1, 3, 5, 4])
-    assert cpu.cycles_on_host(partner) == [[0, 2, 1], [4, 5]]
+    assert cpu_walks.cycles_on_host(partner) == [[0, 2, 1], [4, 5]]
 
 
 @pytest.mark.parametrize("dtype", (torch.float32, torch.bfloat16, torch.uint8, torch.float64))

@@ -15,7 +15,7 @@ triton = pytest.importorskip("triton", reason="the fused samplers are Triton ker
 import triton.language as tl  # noqa: E402
 
 from fastmix.kernels import sample  # noqa: E402
-from fastmix.kernels.sample import _cos_2pi  # noqa: E402
+from fastmix.kernels.draws import cos_2pi  # noqa: E402
 SIZE = (13, 17)
 BATCHES = (0, 1, 7, 8)
 
@@ -109,4 +109,4 @@ def test_kernel_cosine_is_the_specification():
 @triton.jit
 def cosine(u_ptr, out_ptr, BLOCK: tl.constexpr):
     offs = tl.arange(0, BLOCK)
-    tl.store(out_ptr + offs, _cos_2pi(tl.load(u_ptr + offs)))
+    tl.store(out_ptr + offs, cos_2pi(tl.load(u_ptr + offs)))
