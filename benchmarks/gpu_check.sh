@@ -16,7 +16,10 @@ export PYTHONPATH="$site" PYTHONUNBUFFERED=1
 timeout "${BENCH_TIMEOUT:-180}" python3 -P benchmarks/compare.py --device cuda --shapes 256x3x224x224 \
     --dtypes float32,bfloat16,uint8 --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
 timeout "${GPU_TEST_TIMEOUT:-120}" python3 -P -m pytest tests/test_gpu.py tests/test_pieces.py -q -p no:cacheprovider \
-    -k "gpu or cuda or sync or test_gpu" 2>&1 | tee "$OUT/test_gpu.log"
+    -k "gpu or cuda or sync or test_gpu or bound" 2>&1 | tee "$OUT/test_gpu.log"
+# never run on a GPU before: the segment hand-offs of long cycles, the fused samplers, the mask fills
+timeout "${NEW_TEST_TIMEOUT:-200}" python3 -P -m pytest tests/test_segments.py tests/test_fused_sampling.py \
+    tests/test_masks.py tests/test_nonfinite.py tests/test_launch.py -q -p no:cacheprovider 2>&1 | tee "$OUT/test_new.log"
 timeout "${FAMILY_TIMEOUT:-60}" python3 -P benchmarks/family.py --device cuda --shape 256x3x224x224 --repeat 20 \
     2>&1 | tee "$OUT/family.log"
 timeout "${KERNEL_TEST_TIMEOUT:-200}" python3 -P -m pytest tests/test_kernels.py -q -p no:cacheprovider \

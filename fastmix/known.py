@@ -30,6 +30,7 @@ class Known(NamedTuple):
     """What a checked batch's signature says."""
 
     backend: str              # "triton", "cpu" or "reference" (fastmix.ops.backend_for)
+    module: object            # that backend's module: fastmix.kernels.blend, fastmix.cpu or fastmix.reference
     flat: Optional[Layout]    # the layout for whole-sample plans (every sample one row); None: densify first
     boxed: Optional[Layout]   # the layout for plans with boxes; None: densify first, or x cannot take boxes
 
@@ -49,7 +50,8 @@ def batch(name: str, x, *, min_dim: int = 2, dims: Optional[Sequence[int]] = Non
     if known is None:
         _checks.batch(name, x, min_dim=min_dim, dims=dims, dtypes=dtypes, writable=writable)
         dense = x.numel() > 0
-        known = Known(ops.backend_for(x), describe(x, False) if dense else None,
+        backend = ops.backend_for(x)
+        known = Known(backend, ops._module(backend), describe(x, False) if dense else None,
                       describe(x, True) if dense and x.dim() in (3, 4, 5) else None)
         if len(_cache) >= CACHE_SIZE:
             _cache.clear()

@@ -25,7 +25,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _checks, draws, host_draws, ops
-from .partners import FLIP, ROLL, SELF, _closed_form
+from .partners import FLIP, ROLL, SELF, _closed_form, _ClosedForm
 from .plan import Plan
 
 Generator = Optional[torch.Generator]
@@ -285,10 +285,17 @@ class _MixupDraw:
     def sample(self, generator: Generator, prob: float, labels, num_classes: int, smoothing: float,
                reuse: bool = False):
         spec = self.spec
-        u = uniforms(self.count, self.device, generator)
-        offset = rank_offset(generator)
-        sampler = "torch" if torch.compiler.is_compiling() else self.sampler
+        if torch.compiler.is_compiling():      # torch ops only: the compiler fuses them
+            u = uniforms(self.count, self.device, generator)
+            rows = draws.mixup_rows(spec, u, self.batch, self.size, prob, 0.0, draws.TORCH)
+            return Plan.trusted(*rows, size=self.size, closed=_closed_form(spec.pairing, rows.partner)), None
+        # eager: the same draw with each helper's eager branch written out (a step's host work is
+        # its Python calls: fastmix bench --host, tests/test_host_budget.py)
+        u = torch.rand(self.count, device=self.device,
+                       generator=generator if generator is None else _stream(generator))
+        offset = rank_offset(generator) if _DISTRIBUTED and generator is None else 0.0
         targets = None
+        sampler = self.sampler
         if sampler == "triton":
             rows, targets = self.kernel(u, prob, offset, labels, num_classes, smoothing, reuse)
         elif sampler == "host":
@@ -298,7 +305,10 @@ class _MixupDraw:
             rows = draws.mixup_rows(spec, u.numpy(), self.batch, self.size, prob, offset, draws.NUMPY)
         else:
             rows = draws.mixup_rows(spec, u, self.batch, self.size, prob, offset, draws.TORCH)
-        return _plan_from_rows(rows, spec.pairing, self.size), targets
+        if not isinstance(rows.partner, torch.Tensor):
+            rows = draws.PlanRows(*(torch.from_numpy(v) for v in rows))
+        closed = tuple.__new__(_ClosedForm, (spec.pairing, rows.partner, rows.partner._version))
+        return Plan.trusted(*rows, size=self.size, closed=closed), targets
 
 
 def fill_value(name: str, value) -> Union[float, tuple[float, ...]]:

@@ -98,13 +98,17 @@ class Mixup:
                            num_classes=self.num_classes, smoothing=self.label_smoothing)
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor):
-        _checks.tensor("x", x)
-        needs_grad = ops.grad_wanted(x)
-        cut = self._spec.cutmix_on
+        if not isinstance(x, torch.Tensor):
+            _checks.tensor("x", x)
+        needs_grad = x.requires_grad and torch.is_grad_enabled()      # ops.grad_wanted, written out
+        spec = self._spec
+        cut = spec.cutmix_alpha > 0
         facts = known.batch("x", x, dims=(4, 5) if cut else None, writable=not needs_grad)
-        target = self._as_timm_takes_it(target)
+        if self.multi_label or type(target) is not torch.Tensor or target.dim() != 1 or target.dtype.is_floating_point:
+            target = self._as_timm_takes_it(target)                   # else: class indices, as timm takes them
+        validate = self.validate
         _checks.labels("target", target, x.shape[0], self.num_classes, x.device,
-                       _checks.default_validate(self.validate, x.device))
+                       _checks.default_validate(validate, x.device) if validate is None else validate)
         if self.multi_label:
             # timm smooths multi-hot targets towards 0.5; smoothing is affine, so smoothing the
             # mix equals mixing the smoothed targets
@@ -113,7 +117,6 @@ class Mixup:
             if self.label_smoothing:
                 soft.mul_(1.0 - self.label_smoothing).add_(0.5 * self.label_smoothing)
         else:
-            spec = self._spec
             draw = spec._prepared(x.shape[0], spatial_size(x) if cut else None, x.device)
             plan, soft = draw.sample(self.generator, spec.prob if self.mixup_enabled else 0.0, target, self.num_classes,
                                      self.label_smoothing, not needs_grad)

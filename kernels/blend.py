@@ -374,19 +374,28 @@ def _prepare(kernel, layout, dtype, element_size: int, args, fill):
                                                            MASKED=args.mask is not None, **meta))
         if len(_prepared) >= 64:
             _prepared.clear()
-        prepared = _prepared[key] = (bound, meta["WALK"], grid[0])
+        prepared = _prepared[key] = (bound, meta["WALK"], grid[0], handoff_slots(meta["WALK"], layout.batch) > 0)
     return prepared
 
 
+_NO_FILL_ARGS = (NO_FILL.value, 0, 0)
+
+
 def _launch_blend(kernel, src, dst, layout, args) -> None:
-    fill_mode, fill, seed, fill_stride_batch, fill_stride_channel = _fill_args(args, args.lam_self)
-    bound, walk, tiles = _prepare(kernel, layout, src.dtype, src.element_size(), args,
-                                  (fill_mode, fill_stride_batch, fill_stride_channel))
-    lam_self, lam_partner, box = dense(args.lam_self), dense(args.lam_partner), dense(args.box)
+    lam_self, lam_partner, box = args.lam_self, args.lam_partner, args.box
+    if args.fill is None and args.noise_seed is None:
+        fill = seed = lam_self                  # unused by the kernel: any tensor of the plan
+        fill_facts = _NO_FILL_ARGS
+    else:
+        fill_mode, fill, seed, fill_stride_batch, fill_stride_channel = _fill_args(args, lam_self)
+        fill_facts = (fill_mode, fill_stride_batch, fill_stride_channel)
+    bound, walk, tiles, handoff = _prepare(kernel, layout, src.dtype, src.element_size(), args, fill_facts)
+    if not (lam_self.is_contiguous() and lam_partner.is_contiguous() and box.is_contiguous()):
+        lam_self, lam_partner, box = dense(lam_self), dense(lam_partner), dense(box)
     plan = (args.walk, args.segments, lam_self, lam_partner, box, fill, seed,
             dense(args.mask) if args.mask is not None else lam_self)
-    if src is dst:
-        bound(src, *plan, *_handoff_buffers(src, layout, walk, tiles))
+    if src is dst:   # segments of long cycles hand rows over through scratch rows and counters
+        bound(src, *plan, *(_handoff_buffers(src, layout, walk, tiles) if handoff else (src, _no_counters(src.device))))
     else:
         bound(src, dst, *plan)
 
@@ -398,7 +407,7 @@ def blend_(x, layout, args) -> None:
     (then ``args.walk``/``args.segments`` hold the cycles); without boxes (``args.spatial``
     False) every region is a whole sample or empty, which skips all per-pixel region tests.
     """
-    if layout.batch and layout.sample_numel:
+    if layout.batch * layout.planes * layout.rows * layout.lanes:     # not empty
         _launch_blend(_blend_inplace_kernel, x, x, layout, args)
 
 
@@ -416,12 +425,13 @@ def blend_grad(grad, layout, args):
     if not (layout.batch and layout.sample_numel):
         return out
     key = (_blend_grad_kernel, layout, grad.dtype, args.pairing, args.box.shape[1], args.spatial, args.mask is not None)
-    bound = _prepared.get(key)
-    if bound is None:
+    prepared = _prepared.get(key)
+    if prepared is None:
         grid, n_segments, meta = _walk_args(layout, args, grad.element_size())
         scalars = (layout.batch, layout.rows, layout.lanes, layout.width, layout.lane_scale, layout.stride_batch,
                    layout.stride_plane, layout.stride_row, n_segments, grid[1])
-        bound = _prepared[key] = Bound(_blend_grad_kernel, grid, 8, scalars, dict(MASKED=args.mask is not None, **meta))
-    bound(grad, out, args.walk, args.segments, dense(args.lam_self), dense(args.lam_partner), dense(args.box),
+        prepared = _prepared[key] = (Bound(_blend_grad_kernel, grid, 8, scalars, dict(MASKED=args.mask is not None,
+                                                                                     **meta)),)
+    prepared[0](grad, out, args.walk, args.segments, dense(args.lam_self), dense(args.lam_partner), dense(args.box),
           dense(args.mask) if args.mask is not None else args.lam_self)
     return out

@@ -279,7 +279,8 @@ class Bound:
                         compiled = kernel[self.grid](*tensors, *self.scalars, **self.meta)
                         self._remember(key, compiled)
                         return
-        kernel[self.grid](*tensors, *self.scalars, **self.meta)
+        # what kernel[grid](...) does, without making its one-use lambda
+        kernel.run(*tensors, *self.scalars, grid=self.grid, warmup=False, **self.meta)
 
     def _remember(self, key, compiled) -> None:
         """Keep what the first launch of ``key`` resolved to (None: always the normal launch)."""

@@ -113,3 +113,35 @@ def test_family_mask_steps_never_synchronise_and_match_the_reference(name):
     with backend("reference"):
         want = F.apply(x.cpu(), plan.to("cpu"))
     torch.testing.assert_close(out.cpu(), want)
+
+
+def test_bound_launches_take_the_compiled_kernel_and_agree_with_the_normal_launch(monkeypatch):
+    """On a GPU the kernels are launched through the compiled kernel found on the first call of a
+    specialization (kernels/launch.py): later calls take that path, give the normal launch's bytes,
+    and a batch at another alignment (a view at storage offset 1) gets a specialization of its own."""
+    from fastmix.kernels import blend, launch
+
+    batch, size = 16, (32, 32)
+    plan = F.mixup_cutmix_plan(batch, size, mixup_alpha=1.0, cutmix_alpha=1.0, mode="elem", device="cuda",
+                               generator=torch.Generator("cuda").manual_seed(0))
+    storage = torch.rand(batch * 3 * 32 * 32 + 1, device="cuda")
+    for name, x in {"aligned": storage[:-1].view(batch, 3, *size), "offset-1": storage[1:].view(batch, 3, *size)}.items():
+        bound_results = []
+        for _ in range(3):
+            y = x.clone() if name == "aligned" else torch.empty_like(storage)[1:].view_as(x).copy_(x)
+            F.apply(y, plan)
+            bound_results.append(y)
+        monkeypatch.setattr(launch, "BOUND", False)
+        normal = x.clone() if name == "aligned" else torch.empty_like(storage)[1:].view_as(x).copy_(x)
+        F.apply(normal, plan)
+        monkeypatch.setattr(launch, "BOUND", True)
+        with backend("reference"):
+            spec = F.apply(x.clone(), plan)
+        for k, got in enumerate(bound_results):
+            assert torch.equal(got, normal), f"{name}: call {k} through the bound launch differs from the normal one"
+        assert torch.allclose(normal, spec, atol=1e-5, rtol=1e-6), f"{name}: the kernel differs from the reference"
+    direct = [entry for bound, *_ in blend._prepared.values()
+              for entry in bound.compiled.values() if entry is not None]
+    assert direct, "no launch went through a compiled kernel's launcher"
+    in_place = [bound for bound, *_ in blend._prepared.values() if bound.kernel is blend._blend_inplace_kernel]
+    assert any(len(bound.compiled) >= 2 for bound in in_place), "the offset-1 batch did not get a specialization of its own"

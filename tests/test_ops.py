@@ -77,3 +77,23 @@ def test_eager_fast_path_and_registered_op_agree():
     ops.apply_known(fast, plan, known.batch("x", fast), inplace=True)
     torch.ops.fastmix.blend_(via_op, *plan_args(plan, with_cycles=False))
     assert torch.equal(fast, via_op)
+
+
+def test_set_backend_changes_the_choice_in_process_and_refuses_unknown_names():
+    """FASTMIX_BACKEND is read once, at import; fastmix.set_backend changes the choice at once,
+    including for signatures already known (their cached facts carry the old backend)."""
+    x = torch.rand(4, 3, 8, 8)
+    mixer = fastmix.Mixup(mixup_alpha=1.0, num_classes=5)
+    before = ops.backend()
+    try:
+        mixer(x, torch.arange(4))
+        assert known.batch("x", x).backend == ops.backend_for(x)
+        fastmix.set_backend("reference")
+        assert ops.backend_for(x) == "reference" and known.batch("x", x).backend == "reference"
+        mixer(x, torch.arange(4))
+        with pytest.raises(ValueError, match="name"):
+            fastmix.set_backend("gpu")
+        assert ops.backend() == "reference", "a refused name must leave the choice as it was"
+    finally:
+        fastmix.set_backend(None if before == "auto" else before)
+    assert ops.backend_for(x) == ("cpu" if before == "auto" else before)

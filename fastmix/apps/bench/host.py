@@ -7,7 +7,7 @@ every kernel launch is stubbed out, so what is timed is the argument checks, the
 bookkeeping, the launchers and the one ``torch.rand``. Beside each call, in turn (interleaved, so a
 load coming and going weighs on both alike), timm's batch Mixup step written out as timm's code
 does it on the host: ``np.random.beta``, ``flip``, ``mul_``, ``mul_``/``add_``, two one-hot
-targets (timm/data/mixup.py ``mixup_target``) on the same small CPU batch.
+targets (timm/data/mixup.py ``mixup_target``) on the same small CPU batch; medians of the calls.
 
     fastmix bench --host                        # the table below, on this machine
     python -m fastmix.apps.bench.host --json out.json
@@ -22,8 +22,7 @@ import os
 import statistics
 import subprocess
 import sys
-
-from .timing import time_interleaved
+import time
 
 SHAPE, CLASSES = (8, 3, 32, 32), 10
 
@@ -58,7 +57,7 @@ def timm_batch_step(x, y, num_classes: int, smoothing: float = 0.1):
     return step
 
 
-def measure(repeat: int = 300, rounds: int = 5) -> dict:
+def measure(repeat: int = 2000) -> dict:
     """``{candidate: {"host_us": median, "timm_us": median of the interleaved timm step,
     "vs_timm": ratio}}``, in this process (it must run the CUDA path under the interpreter: see
     :func:`run`)."""
@@ -79,19 +78,23 @@ def measure(repeat: int = 300, rounds: int = 5) -> dict:
     for cls in (jit.JITFunction, interpreter.InterpretedFunction):   # the host's own work: no kernel runs
         cls.run = lambda self, *args, **kwargs: None
     timm = timm_batch_step(x.clone(), y, CLASSES)
+    clock = time.perf_counter
     out = {}
     for name, fn in fns.items():
-        per_round = []
-        for _ in range(rounds):
-            times = time_interleaved({"fastmix": lambda: [fn() for _ in range(repeat)],
-                                      "timm": lambda: [timm() for _ in range(repeat)]}, 1)
-            per_round.append((times["fastmix"][0] / repeat * 1e6, times["timm"][0] / repeat * 1e6))
-        host, ref = statistics.median(t for t, _ in per_round), statistics.median(t for _, t in per_round)
+        ours, theirs = [], []
+        for _ in range(repeat):     # call by call in turn: a load coming and going weighs on both alike
+            start = clock()
+            fn()
+            middle = clock()
+            timm()
+            ours.append(middle - start)
+            theirs.append(clock() - middle)
+        host, ref = statistics.median(ours) * 1e6, statistics.median(theirs) * 1e6
         out[name] = dict(host_us=host, timm_us=ref, vs_timm=host / ref)
     return out
 
 
-def run(repeat: int = 300) -> dict:
+def run(repeat: int = 2000) -> dict:
     """:func:`measure` in a subprocess with the interpreter and the Triton backend switched on."""
     env = {**os.environ, "TRITON_INTERPRET": "1", "FASTMIX_BACKEND": "triton"}
     code = f"import json; from fastmix.apps.bench import host; print(json.dumps(host.measure({repeat})))"
@@ -111,7 +114,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=2000)
     parser.add_argument("--json")
     options = parser.parse_args()
     results = run(options.repeat)
