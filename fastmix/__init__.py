@@ -7,8 +7,9 @@
   layers, by forward hooks) — the mixup family beyond timm and torchvision.
 - :mod:`fastmix.functional` — sample a :class:`Plan`, apply it to any tensor, build targets.
 
-CUDA tensors run fused Triton kernels (``fastmix.kernels``); everything else runs the
-pure-PyTorch reference (``fastmix.reference``). See ``fastmix.ops`` for the dispatch rules.
+CUDA tensors run fused Triton kernels (``fastmix.kernels``), CPU tensors the CPU path
+(``fastmix.cpu``), anything else the pure-PyTorch reference (``fastmix.reference``); see
+``fastmix.ops`` for the dispatch rules and :func:`set_backend` to force one in-process.
 """
 from . import functional, v2
 from .collate import FastCollateMixup
@@ -16,7 +17,9 @@ from .plan import CUTMIX, ERASE, MIXUP, NONE, Plan
 from .family import RICAP, DirichletMixup, ResizeMix
 from .family_masks import FMix, SaliencyMix
 from .hidden import ManifoldMixup, PatchUp
+from .ops import set_backend
+from .transmix import ClassTokenAttention, TransMix
 from .transforms import Cutout, Mixup, RandomErasing
 
 __version__ = "0.1.0"
-__all__ = ["Mixup", "FastCollateMixup", "Cutout", "RandomErasing", "Plan", "RICAP", "DirichletMixup", "ResizeMix", "FMix", "SaliencyMix", "ManifoldMixup", "PatchUp", "functional", "v2", "NONE", "MIXUP", "CUTMIX", "ERASE"]
+__all__ = ["Mixup", "FastCollateMixup", "Cutout", "RandomErasing", "Plan", "RICAP", "DirichletMixup", "ResizeMix", "FMix", "SaliencyMix", "ManifoldMixup", "PatchUp", "TransMix", "ClassTokenAttention", "functional", "v2", "set_backend", "NONE", "MIXUP", "CUTMIX", "ERASE"]

@@ -1,107 +1,101 @@
 """FMix and SaliencyMix: mixes whose region is drawn from the images, applied as ordinary plans.
 
-    fmix = FMix(alpha=1.0, decay_power=3.0, num_classes=1000)
+    fmix = FMix(alpha=1.0, decay_power=3.0, num_classes=1000)          # mode="batch": the paper's draw
     x, soft = fmix(x, y)                 # x mixed in place, soft (B, 1000) float32
 
 Both are :class:`~fastmix.plan.Plan` s, so the kernels that apply Mixup and CutMix apply them in
-the same one pass; only the drawing is new, and it runs on the batch's device for the whole batch
-(``torch.fft``, sorts and pooling; no host round trip, no Python loop over samples):
+the same one pass. A step draws one ``torch.rand`` (laid out in :mod:`fastmix.family_draws`) and
+turns it into the plan on the batch's device, reading nothing back: on CUDA in a few Triton
+launches around batched FFTs (``kernels/sample_masks.py``, ``kernels/saliency.py``: FMix five
+launches a step with the blend, six with soft edges; SaliencyMix eight), elsewhere with the torch
+ops of :func:`fmix_plan` and :func:`saliency_plan`, the specification the kernels are tested
+against. On CPU tensors a ``mode="batch"`` step draws its lam, prob decision and partner rotation
+on Python floats (``family_draws.host_units``).
 
-- **FMix** (Harris et al., 2020): per sample ``lam ~ Beta(alpha, alpha)`` and a real field of
-  random complex Fourier noise whose amplitude falls as ``1 / f ** decay_power``
-  (:func:`fourier_noise`). The sample keeps its own pixels at the top ``round(lam * H * W)``
-  values of its field and takes its partner's elsewhere (:func:`fmix_mask`; with ``max_soft > 0``
-  the edge is a linear ramp over ranks, as in the paper). The plan copies the partner
-  (``lam_self = 0, lam_partner = 1``) inside the region weight ``mask = rho = 1 - own``, and the
-  label weight of the sample's own class is the exact mean of ``1 - rho``, its share of the output.
-- **SaliencyMix** (Uddin et al., 2021): per sample ``lam ~ Beta(beta, beta)``; a CutMix box of
-  side ``sqrt(1 - lam)`` (timm's ``rand_bbox`` arithmetic) centred on the peak of the *partner's*
-  spectral-residual saliency (:func:`spectral_residual_saliency`), and the partner's box pasted
-  at the same place. A plain box plan (:func:`~fastmix.plan.cutmix_plan`): label weight = the
+- **FMix** (Harris et al., 2020): ``lam ~ Beta(alpha, alpha)`` and a real field of random complex
+  Fourier noise whose amplitude falls as ``1 / f ** decay_power`` (:func:`fourier_noise`). A
+  sample keeps its own pixels at the top ``round(lam * H * W)`` values of the field and takes its
+  partner's elsewhere (:func:`fmix_mask`; with ``max_soft > 0`` the edge is a linear ramp over
+  ranks, as in the paper). ``mode="batch"`` draws one lam and ONE mask for the batch, as the
+  paper's code does; ``"elem"`` one of each per sample. The plan copies the partner
+  (``lam_self = 0, lam_partner = 1``) inside the region weight ``mask = rho = 1 - own``; the label
+  weight of a sample's own class is the exact mean of ``1 - rho``, its share of the output.
+- **SaliencyMix** (Uddin et al., 2021): ``lam ~ Beta(beta, beta)``; a CutMix box of side
+  ``sqrt(1 - lam)`` (timm's ``rand_bbox`` arithmetic) centred on the peak of a partner's
+  spectral-residual saliency (:mod:`fastmix.saliency`), the partner's box pasted at the same place.
+  ``mode="batch"`` is the authors' code: one lam and one box for the batch, centred on the peak of
+  the saliency of row 0's partner (their ``input[rand_index[0]]``), so one saliency map is
+  computed; ``"elem"``: a lam per sample, each box on its own partner's peak. Label weight = the
   exact kept area of the clipped box.
 
-Partners are a random permutation per step by default, as in both papers (``pairing="perm"``);
-``"flip"`` (timm) and ``"roll"`` (torchvision) are closed forms the kernels walk without a table.
-``prob`` is the per-sample probability of mixing; a sample that is not mixed, or is its own
-partner, is left bit for bit as it is and keeps its own label.
+Partners (``pairing="perm"``, the default) are a random rotation ``i -> (i + s) mod B`` per step,
+not the papers' ``randperm``: each sample's partner is uniform over the others, and the kernels
+walk its cycles in closed form (the rule and its statistical consequence:
+:mod:`fastmix.family_draws`). ``"flip"`` (timm) and ``"roll"`` (torchvision) are closed forms too.
+``prob`` is the probability of mixing: per batch in ``"batch"`` mode, per sample in ``"elem"``; a
+sample that is not mixed, or is its own partner, is left bit for bit as it is and keeps its label.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as nnf
 
-from . import _checks, ops
-from .functional import apply
+from . import _checks, known, ops
+from . import family_draws as fd
+from .draws import rotated, TORCH
 from .layout import spatial_size
-from .partners import PERM, _ClosedForm, closed_form_partner
-from .plan import CUTMIX, NONE, Plan, drawn, drawn_cutmix_plan
-from .sampling import _stream, sample_beta, uniforms
+from .family_draws import drawn_plan, partners_of
+from .partners import PERM, closed_form_partner
+from .plan import CUTMIX, NONE, Plan, drawn
+from .saliency import saliency_host_plan, box_at, saliency_plan, spectral_residual_saliency
+from .sampling import rank_offset, sampler_for, uniforms
 
 __all__ = ["FMix", "SaliencyMix", "fourier_noise", "fmix_mask", "mask_plan", "spectral_residual_saliency",
-           "box_at", "draw_partner", "PAIRINGS"]
+           "box_at", "draw_partner", "fmix_plan", "saliency_plan", "PAIRINGS"]
 
 PAIRINGS = (PERM, "flip", "roll")
-# Luma weights (ITU-R BT.601) of an RGB image's grayscale, as OpenCV's RGB2GRAY uses them.
-_LUMA = (0.299, 0.587, 0.114)
+FAMILY_MODES = fd.MODES
 
 
 # --------------------------------------------------------------------------------------------
-# shared draws: partners, which samples mix
+# partners
 # --------------------------------------------------------------------------------------------
 
 def draw_partner(pairing: str, batch_size: int, device, generator: Optional[torch.Generator] = None):
-    """``(partner, closed form or None)``: a random permutation (``"perm"``, one ``randperm`` on the
-    device) or timm's flip / torchvision's roll in closed form."""
-    if pairing == PERM:
-        return torch.randperm(batch_size, device=device, generator=_stream(generator)), None
-    return closed_form_partner(pairing, batch_size, device)
-
-
-def _active(prob: float, partner: torch.Tensor, generator) -> torch.Tensor:
-    """Rows that mix: drawn with probability ``prob`` and not their own partner."""
-    rows = torch.arange(partner.shape[0], device=partner.device)
-    active = partner != rows
-    if prob < 1.0:
-        active &= uniforms(partner.shape[0], partner.device, generator) < prob
-    return active
+    """``(partner, closed form or None)`` drawn on its own: for ``"perm"`` a random rotation from one
+    uniform (:mod:`fastmix.family_draws`), else timm's flip / torchvision's roll."""
+    if pairing != PERM:
+        return closed_form_partner(pairing, batch_size, device)
+    u = uniforms(fd.UNIT + 1, device, generator)
+    return partners_of(pairing, batch_size, fd.rotation(u, "batch", batch_size, 0.0), device)
 
 
 # --------------------------------------------------------------------------------------------
-# FMix
+# FMix: the mask, the plan
 # --------------------------------------------------------------------------------------------
 
 def fourier_noise(batch_size: int, size: tuple[int, int], decay_power: float, device=None,
                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """``(B, h, w)`` float32 low-pass noise: complex N(0, 1) coefficients on the real-FFT grid of
-    ``size``, scaled by ``1 / max(f, 1 / max(h, w)) ** decay_power`` (``f`` the radial frequency in
-    cycles per pixel), back through one batched inverse real FFT. Only the ranks of its values
-    matter to :func:`fmix_mask`, so it is not normalised."""
-    height, width = size
-    fy = torch.fft.fftfreq(height, device=device, dtype=torch.float64)
-    fx = torch.fft.rfftfreq(width, device=device, dtype=torch.float64)
-    radius = torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
-    scale = radius.clamp_min(1.0 / max(height, width)).pow(-float(decay_power)).float()
-    coefficients = torch.randn(batch_size, height, width // 2 + 1, 2, device=device, generator=_stream(generator))
-    spectrum = torch.view_as_complex(coefficients) * scale
-    return torch.fft.irfft2(spectrum, s=(height, width)).float()
+    """``(B, h, w)`` float32 low-pass noise drawn on its own: ``family_draws.fourier_spectrum`` of
+    fresh uniforms, back through one batched inverse real FFT. Only its ranks matter to :func:`fmix_mask`."""
+    n = fd.coefficients(batch_size, size)
+    u = uniforms(2 * n, device, generator)
+    return fd.fourier_field(fd.fourier_spectrum(u, batch_size, size, decay_power), size)
 
 
 def fmix_mask(noise: torch.Tensor, lam: torch.Tensor, max_soft: float = 0.0) -> torch.Tensor:
     """``(B, H, W)`` float32 share of each sample's *own* pixel, from its ``noise`` field ``(B, H, W)``.
 
-    The ``n = round(lam * H * W)`` largest values (rounded half to even; ties by position) get 1,
-    the rest 0. With ``max_soft > 0`` the edge is softened as in the FMix paper: with
-    ``s = floor(H * W * min(max_soft, lam, 1 - lam))``, the ranks ``[n - s, n + s)`` ramp linearly
-    from 1 to 0 (both ends included), so the mean share is still ``n / (H * W)``.
+    The ``n = round(lam * H * W)`` largest values (rounded half to even; ties by position: a stable
+    descending sort) get 1, the rest 0. With ``max_soft > 0`` the edge is softened as in the FMix
+    paper: with ``s = floor(H * W * min(max_soft, lam, 1 - lam))``, the ranks ``[n - s, n + s)``
+    ramp linearly from 1 to 0 (both ends included), so the mean share is still ``n / (H * W)``.
     """
     batch, height, width = noise.shape
     numel = height * width
-    lam64 = lam.double().clamp(0.0, 1.0)
-    count = torch.round(lam64 * numel)
-    soft = torch.floor(numel * torch.minimum(torch.minimum(lam64, 1.0 - lam64), torch.full_like(lam64, max_soft)))
+    count, soft = fd.fmix_counts(lam, numel, max_soft)
     low, high = (count - soft)[:, None], (count + soft)[:, None]
     order = torch.argsort(noise.reshape(batch, numel), dim=1, descending=True, stable=True)
     positions = torch.arange(numel, device=noise.device, dtype=torch.float64).expand(batch, numel)
@@ -112,7 +106,7 @@ def fmix_mask(noise: torch.Tensor, lam: torch.Tensor, max_soft: float = 0.0) -> 
 
 
 def mask_plan(own: torch.Tensor, partner: Optional[torch.Tensor] = None, pairing: str = "flip",
-              active: Optional[torch.Tensor] = None, closed: Optional[_ClosedForm] = None) -> Plan:
+              active: Optional[torch.Tensor] = None, closed=None) -> Plan:
     """A plan that keeps a ``own`` ``(B, H, W)`` share of each sample's pixel and takes the rest
     from its partner: ``out = own * x + (1 - own) * x[partner]``, one pass, in place.
 
@@ -128,8 +122,7 @@ def mask_plan(own: torch.Tensor, partner: Optional[torch.Tensor] = None, pairing
     device = own.device
     if partner is None:
         partner, closed = closed_form_partner(pairing, batch, device)
-    rows = torch.arange(batch, device=device)
-    live = partner != rows
+    live = partner != torch.arange(batch, device=device)
     if active is not None:
         live = live & active
     rho = torch.where(live[:, None, None], 1.0 - own.float().clamp(0.0, 1.0), 0.0).contiguous()
@@ -144,13 +137,56 @@ def mask_plan(own: torch.Tensor, partner: Optional[torch.Tensor] = None, pairing
                 size=(height, width), mask=rho, _closed=closed)
 
 
+def _fields(u_noise, count: int, field_size, size, decay_power: float) -> torch.Tensor:
+    """``(count, H, W)`` fields: drawn at ``field_size``, resized bilinearly to ``size`` if it differs."""
+    field = fd.fourier_field(fd.fourier_spectrum(u_noise, count, field_size, decay_power), field_size)
+    if tuple(field_size) != tuple(size):
+        field = nnf.interpolate(field[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+    return field
+
+
+def fmix_plan(u: torch.Tensor, batch: int, size, field_size=None, mode: str = "batch", pairing: str = PERM,
+              alpha: float = 1.0, decay_power: float = 3.0, max_soft: float = 0.0, prob: float = 1.0,
+              offset: float = 0.0) -> Plan:
+    """FMix's plan from a step's uniforms ``u`` (``family_draws.uniform_count`` of them), with torch
+    ops on ``u``'s device: the specification (see the module docstring)."""
+    field_size = tuple(field_size or size)
+    count = fd.units(mode, batch)
+    lam, selected = fd.unit_draws(u, count, alpha, prob, offset)
+    partner, closed = partners_of(pairing, batch, fd.rotation(u, mode, batch, offset), u.device)
+    if count == 0:
+        return drawn(mask_plan(torch.ones(0, *size, device=u.device), partner, closed=closed))
+    start = fd.noise_start(mode, batch)
+    u_noise = rotated(u[start:start + 2 * fd.coefficients(count, field_size)], offset, TORCH)
+    own = fmix_mask(_fields(u_noise, count, field_size, size, decay_power), lam, max_soft)
+    if mode == "batch":
+        own, selected = own.expand(batch, *size), selected.expand(batch)
+    return drawn(mask_plan(own, partner, active=selected, closed=closed))
+
+
+def _fmix_host_plan(u: torch.Tensor, batch: int, size, field_size, pairing: str, alpha: float, decay_power: float,
+                    max_soft: float, prob: float, offset: float) -> Plan:
+    """:func:`fmix_plan` in ``mode="batch"`` on CPU tensors, lam, prob and the rotation on Python floats."""
+    draw = fd.host_units(u[:fd.UNIT + 1].tolist(), batch, alpha, prob, offset)
+    partner, closed = partners_of(pairing, batch, draw.shift, "cpu")
+    if draw.selected:
+        start = fd.noise_start("batch", batch)
+        u_noise = rotated(u[start:start + 2 * fd.coefficients(1, field_size)], offset, TORCH)
+        own = fmix_mask(_fields(u_noise, 1, field_size, size, decay_power),
+                        torch.tensor([draw.lam], dtype=torch.float64), max_soft)
+    else:                    # no row mixes: the spec's plan keeps every pixel whatever the field
+        own = torch.ones(1, *size)
+    return drawn(mask_plan(own.expand(batch, *size), partner, closed=closed))
+
+
+# --------------------------------------------------------------------------------------------
+# the transforms
+# --------------------------------------------------------------------------------------------
+
 def _check_pairing(pairing) -> str:
     if pairing not in PAIRINGS:
         raise ValueError(f"pairing: expected one of {PAIRINGS}, got {pairing!r}")
     return pairing
-
-
-FAMILY_MODES = ("batch", "elem")
 
 
 class _FamilyArguments:
@@ -175,50 +211,122 @@ class _FamilyArguments:
 class _MixArguments(_FamilyArguments):
     """The family members with one partner per sample: ``pairing`` too."""
 
-    def __init__(self, prob, pairing, label_smoothing, num_classes, generator, validate):
-        super().__init__(prob, label_smoothing, num_classes, generator, validate)
+    def __init__(self, prob, pairing, label_smoothing, num_classes, generator, validate, mode="batch"):
+        super().__init__(prob, label_smoothing, num_classes, generator, validate, mode)
         self.pairing = _check_pairing(pairing)
 
 
 class _ImageMix(_MixArguments):
-    """What FMix and SaliencyMix share: the arguments, the plan, the call."""
+    """What FMix and SaliencyMix share: the call, the plan, the prepared draw per (batch, size, device)."""
 
-    def plan(self, x: torch.Tensor) -> Plan:  # pragma: no cover - abstract
+    def _key(self) -> tuple:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _prepare(self, batch: int, size, device):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _draw_for(self, x: torch.Tensor):
+        """The draw prepared for ``x``'s batch, size and device (and this op's arguments), made once."""
+        draws = self.__dict__.setdefault("_draws", {})
+        size = spatial_size(x)
+        key = (x.shape[0], size, x.device, ops.generation, self.mode, self.pairing) + self._key()
+        draw = draws.get(key)
+        if draw is None:
+            if len(draws) >= 8:
+                draws.clear()
+            draw = draws[key] = self._prepare(x.shape[0], size, x.device)
+        return draw
+
+    def plan(self, x: torch.Tensor) -> Plan:
+        """Draw this step's plan for batch ``x`` ``(B, C, H, W)`` or ``(B, C, T, H, W)`` (nothing is applied)."""
+        known.batch("x", x, dims=(4, 5), writable=False)
+        return self._draw_for(x).sample(x, self.prob, self.generator)[0]
 
     def __call__(self, x: torch.Tensor, target: torch.Tensor):
         """``(x mixed, soft targets (B, num_classes) float32)``: in place, or out of place and
         differentiable when ``x`` requires grad. ``target``: class indices ``(B,)`` or soft ``(B, K)``."""
-        _checks.batch("x", x, dims=(4, 5), writable=not ops.grad_wanted(x))
+        _checks.tensor("x", x)
+        needs_grad = ops.grad_wanted(x)
+        facts = known.batch("x", x, dims=(4, 5), writable=not needs_grad)
         classes = _checks.labels("target", target, x.shape[0], self.num_classes, x.device,
                                  _checks.default_validate(self.validate, x.device))
-        plan = self.plan(x)
-        soft = ops.targets_of(target, plan, classes, self.label_smoothing)
-        return apply(x, plan), soft
+        plan, soft = self._draw_for(x).sample(x, self.prob, self.generator, target, classes, self.label_smoothing)
+        if soft is None:
+            soft = ops.targets_of(target, plan, classes, self.label_smoothing)
+        return ops.apply_known(x, plan, facts, inplace=not needs_grad), soft
+
+    def __getstate__(self):
+        # prepared draws hold device kernels and cached tensors: each process prepares its own
+        return {k: v for k, v in self.__dict__.items() if k != "_draws"}
+
+
+def _sampler(device: torch.device, mode: str) -> str:
+    """``"triton"`` (the fused kernels), ``"host"`` (CPU, batch mode: Python floats) or ``"torch"``."""
+    sampler = sampler_for(device)
+    if sampler == "numpy":
+        return "host" if mode == "batch" else "torch"
+    return sampler
+
+
+class _FMixDraw:
+    """FMix's draw for one (batch, size, device, arguments): the uniforms it takes and where its
+    function is computed, derived once; :meth:`sample` is ``(plan, targets or None)``."""
+
+    def __init__(self, op: "FMix", batch: int, size, device):
+        self.op, self.batch, self.size, self.device = op, batch, tuple(size), torch.device(device)
+        self.field_size = tuple(op.size or size)
+        masks = fd.masks(op.mode, batch)
+        self.count = fd.uniform_count(op.mode, batch, fd.coefficients(masks, self.field_size))
+        self.sampler = _sampler(self.device, op.mode)
+        if self.sampler == "triton":
+            from .kernels import sample_masks
+            self.kernel = sample_masks.RowsSampler(batch, op.mode, op.pairing, op.alpha, self.field_size, self.size,
+                                                   op.decay_power, op.max_soft, self.device)
+            self.masks = sample_masks.MaskLaunch(batch, self.size, op.mode, soft=op.max_soft > 0)
+
+    def sample(self, x, prob: float, generator, labels=None, classes: int = 0, smoothing: float = 0.0):
+        op, batch = self.op, self.batch
+        u = uniforms(self.count, self.device, generator)
+        offset = rank_offset(generator)
+        sampler = "torch" if torch.compiler.is_compiling() else self.sampler
+        if sampler == "triton" and batch:
+            rows, cycles, targets, spectrum, counts = self.kernel(u, prob, offset, labels, classes, smoothing)
+            field = fd.fourier_field(torch.view_as_complex(spectrum), self.field_size)
+            if self.field_size != self.size:
+                field = nnf.interpolate(field[:, None], size=self.size, mode="bilinear", align_corners=False)[:, 0]
+            return drawn_plan(rows, op.pairing, self.size, self.masks(field, counts, rows[2]), cycles), targets
+        if sampler == "host":
+            return _fmix_host_plan(u, batch, self.size, self.field_size, op.pairing, op.alpha, op.decay_power,
+                                   op.max_soft, prob, offset), None
+        return fmix_plan(u, batch, self.size, self.field_size, op.mode, op.pairing, op.alpha, op.decay_power,
+                         op.max_soft, prob, offset), None
 
 
 class FMix(_ImageMix):
     """FMix (Harris et al., 2020, "FMix: Enhancing Mixed Sample Data Augmentation") on a batch.
 
     Args:
-        alpha: ``lam ~ Beta(alpha, alpha)`` per sample, the share of a sample's own pixels.
+        alpha: ``lam ~ Beta(alpha, alpha)``, the share of a sample's own pixels.
         decay_power: ``δ`` of the noise's ``1 / f ** δ`` amplitude; larger gives smoother masks.
         max_soft: half-width of the softened edge as a fraction of the pixels (0: binary masks).
         size: ``(h, w)`` of the Fourier grid; None (default) uses the batch's ``(H, W)``. Another
             size draws the field there and resizes it bilinearly to ``(H, W)`` before the ranks are
             taken, so the pixel count stays exact.
-        prob: probability that a sample is mixed.
-        pairing: ``"perm"`` (a random permutation per step, as in the paper), ``"flip"`` or ``"roll"``.
+        mode: ``"batch"`` (default; the paper's code: one lam and one mask for the whole batch,
+            mixed by the partner rule) or ``"elem"`` (a lam and a mask per sample).
+        prob: probability that the batch (``"batch"``) or a sample (``"elem"``) is mixed.
+        pairing: ``"perm"`` (a random rotation of the batch per step: :mod:`fastmix.family_draws`),
+            ``"flip"`` or ``"roll"``.
         label_smoothing, num_classes, generator, validate: as :class:`fastmix.Mixup`.
 
     ``fmix(x, target)`` returns ``(x, soft)``; ``fmix.plan(x)`` draws the plan only.
     """
 
     def __init__(self, alpha: float = 1.0, decay_power: float = 3.0, max_soft: float = 0.0,
-                 size: Optional[Sequence[int]] = None, *, prob: float = 1.0, pairing: str = PERM,
-                 label_smoothing: float = 0.0, num_classes: int = 1000,
+                 size: Optional[Sequence[int]] = None, *, mode: str = "batch", prob: float = 1.0,
+                 pairing: str = PERM, label_smoothing: float = 0.0, num_classes: int = 1000,
                  generator: Optional[torch.Generator] = None, validate: Optional[bool] = None):
-        super().__init__(prob, pairing, label_smoothing, num_classes, generator, validate)
+        super().__init__(prob, pairing, label_smoothing, num_classes, generator, validate, mode)
         self.alpha = _checks.alpha("alpha", alpha, allow_zero=False)
         self.decay_power = _checks.number("decay_power", decay_power, low=0.0)
         self.max_soft = _checks.number("max_soft", max_soft, low=0.0, high=0.5)
@@ -228,99 +336,61 @@ class FMix(_ImageMix):
             size = tuple(_checks.integer("size", side, low=1) for side in size)
         self.size = size
 
-    def plan(self, x: torch.Tensor) -> Plan:
-        """Draw this step's plan for batch ``x`` ``(B, C, H, W)`` or ``(B, C, T, H, W)``."""
-        batch, size, device = x.shape[0], spatial_size(x), x.device
-        lam = sample_beta(self.alpha, batch, device, self.generator)
-        noise = fourier_noise(batch, self.size or size, self.decay_power, device, self.generator)
-        if tuple(noise.shape[-2:]) != size:
-            noise = nnf.interpolate(noise[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-        partner, closed = draw_partner(self.pairing, batch, device, self.generator)
-        return drawn(mask_plan(fmix_mask(noise, lam, self.max_soft), partner,
-                               active=_active(self.prob, partner, self.generator), closed=closed))
+    def _key(self) -> tuple:
+        return (self.alpha, self.decay_power, self.max_soft, self.size)
+
+    def _prepare(self, batch: int, size, device) -> _FMixDraw:
+        return _FMixDraw(self, batch, size, device)
 
 
-# --------------------------------------------------------------------------------------------
-# SaliencyMix
-# --------------------------------------------------------------------------------------------
+class _SaliencyDraw:
+    """SaliencyMix's draw for one (batch, size, device, arguments), as :class:`_FMixDraw`."""
 
-def _grayscale(x: torch.Tensor) -> torch.Tensor:
-    """``(B, H, W)`` float32: BT.601 luma of 3-channel images, the channel mean otherwise; video
-    frames ``(B, C, T, H, W)`` are averaged."""
-    x = x.float()
-    if x.dim() == 5:
-        x = x.mean(2)
-    if x.shape[1] == 3:
-        weights = torch.tensor(_LUMA, device=x.device, dtype=torch.float32)
-        return torch.einsum("bchw,c->bhw", x, weights)
-    return x.mean(1)
+    def __init__(self, op: "SaliencyMix", batch: int, size, device):
+        self.op, self.batch, self.size, self.device = op, batch, tuple(size), torch.device(device)
+        self.count = fd.uniform_count(op.mode, batch)
+        self.sampler = _sampler(self.device, op.mode)
+        if self.sampler == "triton":
+            from .kernels import saliency
+            self.kernel = saliency.SaliencySampler(batch, self.size, op.mode, op.pairing, op.beta, op.sigma, self.device)
 
-
-def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of ``(B, H, W)`` with replicated borders (kernel radius ``ceil(2 sigma)``)."""
-    radius = max(1, math.ceil(2.0 * sigma))
-    offsets = torch.arange(-radius, radius + 1, device=image.device, dtype=torch.float32)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    out = nnf.pad(image[:, None], (radius, radius, radius, radius), mode="replicate")
-    out = nnf.conv2d(out, kernel.view(1, 1, 1, -1))
-    return nnf.conv2d(out, kernel.view(1, 1, -1, 1))[:, 0]
-
-
-def spectral_residual_saliency(x: torch.Tensor, sigma: float = 2.5) -> torch.Tensor:
-    """``(B, H, W)`` float32 spectral-residual saliency (Hou & Zhang, CVPR 2007) of each image, batched
-    on ``x``'s device: grayscale, ``log |F|`` minus its 3x3 box-filtered version (replicated
-    borders), back through the inverse FFT with the original phase, squared magnitude, Gaussian
-    blur (``sigma`` pixels; the method's 2.5). Computed at the batch's own resolution."""
-    gray = _grayscale(x)
-    spectrum = torch.fft.fft2(gray)
-    log_amplitude = torch.log(spectrum.abs().clamp_min(1e-12))
-    smoothed = nnf.avg_pool2d(nnf.pad(log_amplitude[:, None], (1, 1, 1, 1), mode="replicate"), 3, stride=1)[:, 0]
-    residual = torch.polar(torch.exp(log_amplitude - smoothed), spectrum.angle())
-    saliency = torch.fft.ifft2(residual).abs() ** 2
-    return _gaussian_blur(saliency, sigma)
-
-
-def box_at(centre_y: torch.Tensor, centre_x: torch.Tensor, lam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(B, 4)`` int32 boxes ``[y0, y1, x0, x1]`` of side ``floor(extent * sqrt(1 - lam))`` around the
-    given centres, clipped to the image: timm's ``rand_bbox`` arithmetic (rows
-    ``[cy - cut // 2, cy + (cut + 1) // 2)``) with the centre given instead of drawn."""
-    ratio = torch.sqrt((1.0 - lam.double()).clamp(0.0, 1.0))
-    sides = []
-    for centre, extent in ((centre_y, size[0]), (centre_x, size[1])):
-        cut = torch.floor(ratio * extent)
-        centre = centre.double()
-        sides += [(centre - torch.floor(cut / 2)).clamp(0, extent), (centre + torch.floor((cut + 1) / 2)).clamp(0, extent)]
-    return torch.stack(sides, 1).to(torch.int32)
+    def sample(self, x, prob: float, generator, labels=None, classes: int = 0, smoothing: float = 0.0):
+        op = self.op
+        u = uniforms(self.count, self.device, generator)
+        offset = rank_offset(generator)
+        sampler = "torch" if torch.compiler.is_compiling() else self.sampler
+        if sampler == "triton" and self.batch:
+            rows, cycles, targets = self.kernel(x.detach(), u, prob, offset, labels, classes, smoothing)
+            return drawn_plan(rows, op.pairing, self.size, None, cycles), targets
+        if sampler == "host":
+            return saliency_host_plan(x, u, op.pairing, op.beta, op.sigma, prob, offset), None
+        return saliency_plan(x, u, op.mode, op.pairing, op.beta, op.sigma, prob, offset), None
 
 
 class SaliencyMix(_ImageMix):
-    """SaliencyMix (Uddin et al., ICLR 2021) on a batch: CutMix with the box on the partner's saliency peak.
+    """SaliencyMix (Uddin et al., ICLR 2021) on a batch: CutMix with the box on a partner's saliency peak.
 
     Args:
-        beta: ``lam ~ Beta(beta, beta)`` per sample; the box has side ``sqrt(1 - lam)`` of the image.
+        beta: ``lam ~ Beta(beta, beta)``; the box has side ``sqrt(1 - lam)`` of the image.
         sigma: the saliency map's Gaussian blur, in pixels.
+        mode: ``"batch"`` (default; the authors' code: one lam and one box for the batch, centred
+            on the saliency peak of row 0's partner, every row pasting its own partner's pixels
+            there) or ``"elem"`` (a lam per sample, each box centred on its own partner's peak).
         prob, pairing, label_smoothing, num_classes, generator, validate: as :class:`FMix`.
 
-    Each sample's box is centred on the argmax of its partner's
-    :func:`spectral_residual_saliency` (the first in row-major order on ties), and the partner's
-    pixels in that box replace its own; the label weight is the exact kept area of the clipped box.
+    The peak is the argmax of :func:`spectral_residual_saliency` (the first in row-major order on
+    ties); the label weight is the exact kept area of the clipped box.
     """
 
-    def __init__(self, beta: float = 1.0, *, sigma: float = 2.5, prob: float = 1.0, pairing: str = PERM,
-                 label_smoothing: float = 0.0, num_classes: int = 1000,
+    def __init__(self, beta: float = 1.0, *, sigma: float = 2.5, mode: str = "batch", prob: float = 1.0,
+                 pairing: str = PERM, label_smoothing: float = 0.0, num_classes: int = 1000,
                  generator: Optional[torch.Generator] = None, validate: Optional[bool] = None):
-        super().__init__(prob, pairing, label_smoothing, num_classes, generator, validate)
+        super().__init__(prob, pairing, label_smoothing, num_classes, generator, validate, mode)
         self.beta = _checks.alpha("beta", beta, allow_zero=False)
         self.sigma = _checks.number("sigma", sigma, low=0.0, low_open=True)
 
-    def plan(self, x: torch.Tensor) -> Plan:
-        """Draw this step's plan for batch ``x`` ``(B, C, H, W)`` or ``(B, C, T, H, W)``."""
-        batch, size, device = x.shape[0], spatial_size(x), x.device
-        lam = sample_beta(self.beta, batch, device, self.generator)
-        partner, closed = draw_partner(self.pairing, batch, device, self.generator)
-        peak = spectral_residual_saliency(x, self.sigma).flatten(1).argmax(1)[partner]
-        box = box_at(peak // size[1], peak % size[1], lam, size)
-        box = box * _active(self.prob, partner, self.generator)[:, None]
-        # sampled boxes and partner: nothing to read back (a closed form keeps its table-free walk)
-        return drawn_cutmix_plan(box, size, partner, closed)
+    def _key(self) -> tuple:
+        return (self.beta, self.sigma)
+
+    def _prepare(self, batch: int, size, device) -> _SaliencyDraw:
+        return _SaliencyDraw(self, batch, size, device)

@@ -39,11 +39,13 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from . import _checks, ops
-from .family_masks import _active, _MixArguments, draw_partner, mask_plan
+from . import family_draws as fd
+from .draws import TORCH, rotated
+from .family_masks import _MixArguments, drawn_plan, mask_plan, partners_of
 from .functional import apply
 from .partners import PERM
-from .plan import MIXUP, Plan, drawn, drawn_mixup_plan, exact_complement
-from .sampling import sample_beta, uniforms
+from .plan import MIXUP, Plan, drawn, drawn_mixup_plan
+from .sampling import rank_offset, sampler_for, uniforms
 
 __all__ = ["ManifoldMixup", "PatchUp", "INPUT"]
 
@@ -75,6 +77,44 @@ def _layer_names(module: nn.Module, layers) -> tuple[str, ...]:
     return tuple(names)
 
 
+def manifold_rows(u: torch.Tensor, batch: int, pairing: str, alpha: float, prob: float, offset: float):
+    """``(plan, live)`` of a hidden step from its uniforms (``family_draws``' layout, ``mode="elem"``):
+    a whole-sample Mixup plan, lam ~ Beta(alpha, alpha) per sample where the sample is selected
+    (``prob``) and not its own partner; the specification ``kernels/sample_masks.py`` fuses."""
+    lam, selected = fd.unit_draws(u, batch, alpha, prob, offset)
+    partner, closed = partners_of(pairing, batch, fd.rotation(u, "elem", batch, offset), u.device)
+    live = selected & (partner != torch.arange(batch, device=u.device))
+    return drawn_mixup_plan(torch.where(live, lam, 1.0), partner, closed), live
+
+
+class _RowsDraw:
+    """A hidden step's draw for one (batch, device, arguments): one ``torch.rand`` of the rows'
+    uniforms and ``extra`` more, turned into :func:`manifold_rows`' plan by one fused launch on CUDA
+    (with the soft targets when the labels are given) or by its torch ops elsewhere."""
+
+    def __init__(self, op, batch: int, device, extra: int):
+        self.op, self.batch, self.device = op, batch, torch.device(device)
+        self.rows_count = fd.uniform_count("elem", batch)
+        self.count = self.rows_count + extra
+        self.fused = sampler_for(self.device) == "triton"
+        if self.fused:
+            from .kernels.sample_masks import RowsSampler
+            self.kernel = RowsSampler(batch, "elem", op.pairing, op.alpha)
+
+    def sample(self, labels=None, classes: int = 0, smoothing: float = 0.0):
+        """``(uniforms, plan, live (B,): which rows are selected and not their own partner, targets or
+        None)``; ``live`` is bool from the torch ops, int32 (non-zero: live) from the fused launch."""
+        op = self.op
+        u = uniforms(self.count, self.device, op.generator)
+        offset = rank_offset(op.generator)
+        if self.fused and self.batch and not torch.compiler.is_compiling():
+            live = torch.empty(self.batch, dtype=torch.int32, device=self.device)
+            rows, cycles, targets, _, _ = self.kernel(u, op.prob, offset, labels, classes, smoothing, live=live)
+            return u, drawn_plan(rows, op.pairing, None, None, cycles), live, targets
+        plan, live = manifold_rows(u, self.batch, op.pairing, op.alpha, op.prob, offset)
+        return u, plan, live, None
+
+
 class _HiddenMix(_MixArguments):
     """The call both methods share: choose a layer, hook it for one forward, mix, build targets."""
 
@@ -83,7 +123,8 @@ class _HiddenMix(_MixArguments):
             raise TypeError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
         self.module = module
         self.layers = _layer_names(module, layers)
-        super().__init__(prob, pairing, label_smoothing, num_classes, generator, validate)
+        # mode "elem": both methods draw per sample (PatchUp keeps its own `mode`, hard or soft)
+        super().__init__(prob, pairing, label_smoothing, num_classes, generator, validate, "elem")
         self._choice = None
         if generator is not None:
             self._choice = torch.Generator().manual_seed((generator.initial_seed() ^ _CHOICE_SALT) % (2**63))
@@ -121,23 +162,30 @@ class _HiddenMix(_MixArguments):
                                     torch.arange(x.shape[0], device=x.device), None)
             return self.module(x), ops.targets_of(target, keep, classes, self.label_smoothing)
         name = self.choose_layer() if layer is None else layer
+        labels = (target, classes)
         if name == INPUT:
-            plan = self._plan_checked(x, name)
+            plan, soft = self._plan_checked(x, name, labels)
             out = self.module(self.mix(x, plan))
         else:
-            out, plan = self._forward_mixing(x, name)
+            out, plan, soft = self._forward_mixing(x, name, labels)
         self.last_layer, self.last_plan = name, plan
-        return out, ops.targets_of(target, plan, classes, self.label_smoothing)
+        if soft is None:
+            soft = ops.targets_of(target, plan, classes, self.label_smoothing)
+        return out, soft
 
-    def _plan_checked(self, h, name: str) -> Plan:
+    def _plan_and_targets(self, h: torch.Tensor, name: str, labels=None, classes: int = 0, smoothing: float = 0.0):
+        """``(plan, soft targets or None)``: a sampler that builds the targets in its own launch returns them."""
+        return self.plan(h, name), None
+
+    def _plan_checked(self, h, name: str, labels):
         if not isinstance(h, torch.Tensor):
             raise TypeError(f"layers: {name!r} returned a {type(h).__name__}; only a tensor output can be mixed")
         if h.dim() < 2 or not (h.dtype.is_floating_point or h.dtype == torch.uint8):
             raise ValueError(f"layers: {name!r} gave shape {tuple(h.shape)} {h.dtype}; mixing needs a float "
                              f"batch (B, ...)")
-        return self.plan(h, name)
+        return self._plan_and_targets(h, name, labels[0], labels[1], self.label_smoothing)
 
-    def _forward_mixing(self, x: torch.Tensor, name: str):
+    def _forward_mixing(self, x: torch.Tensor, name: str, labels):
         submodule = self.module.get_submodule(name)
         state: dict = {}
 
@@ -146,7 +194,7 @@ class _HiddenMix(_MixArguments):
                 return None
             if isinstance(output, torch.Tensor) and output.shape[0] != x.shape[0]:
                 raise ValueError(f"layers: {name!r} gave a batch of {output.shape[0]}, the input has {x.shape[0]}")
-            state["plan"] = self._plan_checked(output, name)
+            state["plan"], state["soft"] = self._plan_checked(output, name, labels)
             return self.mix(output, state["plan"])
 
         handle = submodule.register_forward_hook(hook)
@@ -156,10 +204,29 @@ class _HiddenMix(_MixArguments):
             handle.remove()
         if "plan" not in state:
             raise RuntimeError(f"layers: {name!r} did not run in the forward pass, so nothing was mixed")
-        return out, state["plan"]
+        return out, state["plan"], state["soft"]
 
-    def _partner(self, batch: int, device):
-        return draw_partner(self.pairing, batch, device, self.generator)
+    def _rows_draw(self, batch: int, device, extra: int = 0) -> _RowsDraw:
+        """The step's draw for this batch and device, prepared once (and again if an argument changed)."""
+        draws = self.__dict__.setdefault("_draws", {})
+        key = (batch, device, extra, ops.generation, self.pairing, self.alpha, self.prob)
+        draw = draws.get(key)
+        if draw is None:
+            if len(draws) >= 8:
+                draws.clear()
+            draw = draws[key] = _RowsDraw(self, batch, device, extra)
+        return draw
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k not in ("_draws", "_patches")}
+
+
+def _tables_of(source: Plan, plan: Plan) -> Plan:
+    """``plan`` with ``source``'s cycle table, when the sampler wrote one (same partner tensor)."""
+    for name in ("cycles", "segments"):
+        if name in source.__dict__ and plan.partner is source.partner:
+            plan.__dict__[name] = source.__dict__[name]
+    return plan
 
 
 class ManifoldMixup(_HiddenMix):
@@ -185,11 +252,12 @@ class ManifoldMixup(_HiddenMix):
 
     def plan(self, h: torch.Tensor, layer: str = INPUT) -> Plan:
         """A whole-sample Mixup plan for activation ``h`` ``(B, ...)`` (any shape)."""
-        batch, device = h.shape[0], h.device
-        lam = sample_beta(self.alpha, batch, device, self.generator)
-        partner, closed = self._partner(batch, device)
-        lam = torch.where(_active(self.prob, partner, self.generator), lam, 1.0)
-        return drawn_mixup_plan(lam, partner, closed)     # a Beta draw and a sampled partner: no read-back
+        return self._plan_and_targets(h, layer)[0]
+
+    def _plan_and_targets(self, h: torch.Tensor, name: str = INPUT, labels=None, classes: int = 0,
+                          smoothing: float = 0.0):
+        _, plan, _, targets = self._rows_draw(h.shape[0], h.device).sample(labels, classes, smoothing)
+        return plan, targets
 
 
 class PatchUp(_HiddenMix):
@@ -245,24 +313,53 @@ class PatchUp(_HiddenMix):
         return nnf.max_pool2d(centres, self.block_size, stride=1, padding=self.block_size // 2)
 
     def plan(self, h: torch.Tensor, layer: str = INPUT) -> Plan:
-        """A plan for feature maps ``h`` ``(B, C, H, W)`` viewed as ``(B, 1, C * H, W)``."""
+        """A plan for feature maps ``h`` ``(B, C, H, W)`` viewed as ``(B, 1, C * H, W)``: one
+        ``torch.rand`` draws the rows (lam, prob, the partner rotation) and the block centres."""
+        return self._plan_and_targets(h, layer)[0]
+
+    def _plan_and_targets(self, h: torch.Tensor, name: str = INPUT, labels=None, classes: int = 0,
+                          smoothing: float = 0.0):
         if h.dim() != 4:
-            raise ValueError(f"layers: PatchUp needs (B, C, H, W) feature maps at {layer!r}, got shape "
+            raise ValueError(f"layers: PatchUp needs (B, C, H, W) feature maps at {name!r}, got shape "
                              f"{tuple(h.shape)}")
         batch, channels, height, width = h.shape
-        device = h.device
-        lam = exact_complement(sample_beta(self.alpha, batch, device, self.generator))
-        partner, closed = self._partner(batch, device)
-        holes = self.blocks(h.shape, device).view(batch, channels * height, width)
-        plan = mask_plan(1.0 - holes, partner, active=_active(self.prob, partner, self.generator), closed=closed)
+        draw = self._rows_draw(batch, h.device, batch * channels * height * width)
+        u, rows, live, _ = draw.sample()
+        # the block centres' uniforms, float32 as drawn (compared with the rate in float32, as the kernel does)
+        centres, offset = u[draw.rows_count:], rank_offset(self.generator)
+        if offset:
+            centres = rotated(centres, offset, TORCH).float()
+        centres = centres.view(batch, channels, height, width)
+        rate = self.rate(height, width)
+        if draw.fused and batch and not torch.compiler.is_compiling():
+            # a feature is in a block where the smallest uniform of its square is below the rate
+            pooled = nnf.max_pool2d(-centres, self.block_size, stride=1, padding=self.block_size // 2)
+            launch = self._patch_launch(batch, channels * height, width, rate)
+            patched, rho, targets = launch(pooled, live, rows.lam_self, rows.partner, labels, classes, smoothing)
+            return _tables_of(rows, drawn_plan(patched, self.pairing, (channels * height, width), rho)), targets
+        holes = nnf.max_pool2d((centres < rate).float(), self.block_size, stride=1,
+                               padding=self.block_size // 2).view(batch, channels * height, width)
+        plan = _tables_of(rows, mask_plan(1.0 - holes, rows.partner, active=live, closed=rows._closed))
         if self.mode == "hard":
-            return drawn(plan)
+            return drawn(plan), None
+        lam = rows.lam_self                      # lam where the row is live (1 where lam is 1: the same)
         touched = plan.lam_partner == 1.0
         changed = plan.mask.double().mean((1, 2))
         lam_self = torch.where(touched, lam, 1.0)
         label = torch.where(touched, 1.0 - changed * (1.0 - lam.double()), 1.0).float()
-        return drawn(replace(plan, lam_self=lam_self, lam_partner=1.0 - lam_self, label_lam=label,
-                             kind=torch.where(touched, MIXUP, 0).to(torch.int8)))
+        return drawn(_tables_of(plan, replace(plan, lam_self=lam_self, lam_partner=1.0 - lam_self, label_lam=label,
+                                              kind=torch.where(touched, MIXUP, 0).to(torch.int8)))), None
+
+    def _patch_launch(self, batch: int, planes: int, width: int, rate: float):
+        launches = self.__dict__.setdefault("_patches", {})
+        key = (batch, planes, width, rate, self.mode)
+        launch = launches.get(key)
+        if launch is None:
+            from .kernels.patchup import PatchLaunch
+            if len(launches) >= 8:
+                launches.clear()
+            launch = launches[key] = PatchLaunch(batch, planes, width, self.mode == "soft", rate)
+        return launch
 
     def mix(self, h: torch.Tensor, plan: Plan) -> torch.Tensor:
         batch, channels, height, width = h.shape

@@ -218,8 +218,9 @@ def _plain_eager(*tensors) -> bool:
     a step on small batches). Anything else goes through the registered op."""
     if torch.compiler.is_compiling():  # first: dynamo cannot trace the two mode queries below
         return False
-    return (torch._C._len_torch_dispatch_stack() == 0 and not torch._C._is_torch_function_mode_enabled()
-            and all(type(t) is torch.Tensor for t in tensors if t is not None))
+    if torch._C._len_torch_dispatch_stack() or torch._C._is_torch_function_mode_enabled():
+        return False
+    return not tensors or all(type(t) is torch.Tensor for t in tensors if t is not None)
 
 
 def grad_wanted(x: Tensor) -> bool:
@@ -237,7 +238,7 @@ def apply_known(x: Tensor, plan: Plan, known, inplace: bool) -> Tensor:
     if type(x) is torch.Tensor and _plain_eager():
         layout = known.boxed if args.spatial else known.flat
         if layout is not None:
-            _module(known.backend).blend_(x, layout, args)    # the op's implementation, x not described again
+            known.module.blend_(x, layout, args)    # the op's implementation, x not described again
         elif x.numel():
             _blend_impl_(x, *args)                             # strides with no description: a dense copy
         return x
@@ -250,3 +251,31 @@ def targets_of(labels: Tensor, plan: Plan, num_classes: int, smoothing: float) -
     if _plain_eager(*args[:3]):
         return _mix_targets_impl(*args)
     return torch.ops.fastmix.mix_targets(*args)
+
+
+# --------------------------------------------------------------------------------------------
+# the piece pass (fastmix/pieces.py: RICAP, DirichletMixup, ResizeMix), issue 18
+# --------------------------------------------------------------------------------------------
+# ``fastmix::apply_pieces`` is the out-of-place pass of a checked piece plan (its pieces; the label
+# pieces are the targets' business). Its implementation is fastmix.pieces.run_fields (the backend
+# chosen there, by backend_for); the fake one allocates the output as the pass does, so a family
+# step under torch.compile(fullgraph=True) is one graph with one opaque op in it. No autograd
+# formula: a batch that requires grad takes the differentiable reference instead (pieces.apply_known).
+
+PIECES_SCHEMA = "Tensor x, Tensor src, Tensor weight, Tensor dst_box, Tensor src_box, str resize"
+_lib.define(f"apply_pieces({PIECES_SCHEMA}) -> Tensor")
+
+
+def _pieces_impl(x: Tensor, src: Tensor, weight: Tensor, dst_box: Tensor, src_box: Tensor, resize: str) -> Tensor:
+    from .pieces import run_fields
+    return run_fields(x, src, weight, dst_box, src_box, resize)
+
+
+def _pieces_fake(x: Tensor, src: Tensor, weight: Tensor, dst_box: Tensor, src_box: Tensor, resize: str) -> Tensor:
+    from .pieces import empty_out
+    return empty_out(x)
+
+
+IMPLEMENTATIONS["apply_pieces"] = _pieces_impl
+_lib.impl("apply_pieces", _pieces_impl, "CompositeExplicitAutograd")
+torch.library.register_fake("fastmix::apply_pieces", _pieces_fake, lib=_lib)

@@ -6,8 +6,7 @@ sample of a :class:`~fastmix.plan.Plan`. A :class:`PiecePlan` gives every sample
 box and a source box (``[y0, y1, x0, x1]``, half-open, in pixels)::
 
     out[i, :, y, x] = sum over the pieces j whose destination box covers (y, x) of
-                          weight[i, j] * x[src[i, j], :, sy, sx]     (sy, sx: (y, x) mapped into
-                                                                       the source box)
+                          weight[i, j] * x[src[i, j], :, sy, sx]     ((y, x) mapped into src_box)
     out[i, :, y, x] = x[i, :, y, x]       where no piece covers (y, x)   (bit for bit)
 
 A source box of the destination's size is a translation; another size is a resize, by the plan's
@@ -26,15 +25,14 @@ float64); uint8 results round half to even and clamp to [0, 255], as :mod:`fastm
 Label pieces: ``label_row (B, L)`` and ``label_weight (B, L)``; the soft target of sample ``i``
 is ``sum_l label_weight[i, l] * smoothed(label of label_row[i, l])``. A piece's label weight is
 its exact pixel share, ``weight * (destination area) / (H * W)``, and the sample's own label gets
-the share of pixels no piece covers. :func:`piece_plan` builds these for any pieces; the
-samplers of :mod:`fastmix.family` write them in closed form.
+the share of pixels no piece covers. :func:`piece_plan` builds these for any pieces.
 
 This module is the specification (:func:`apply_pieces_reference`) and the dispatch
-(:func:`apply_pieces`): CUDA tensors run the one out-of-place Triton pass of ``kernels/pieces.py``
+(:func:`apply_pieces`; ``fastmix::apply_pieces`` in :mod:`fastmix.ops` is the same pass as a
+``torch.library`` op): CUDA tensors run the one out-of-place Triton pass of ``kernels/pieces.py``
 (each output byte written once, only the source bytes a pixel needs read); CPU tensors the same
-arithmetic, batched for small samples and box by box for large ones (:func:`apply_pieces_cpu`,
-bit for bit the reference); a batch that
-requires grad (and anything else) the reference, which is vectorised torch and differentiable.
+arithmetic in :mod:`fastmix.pieces_cpu` (bit for bit the reference); a batch that requires grad
+(and anything else) the reference, which is vectorised torch and differentiable.
 """
 from __future__ import annotations
 
@@ -79,6 +77,16 @@ class PiecePlan:
     size: tuple[int, int]
     resize: str = "nearest"
     checked: bool = field(default=False, repr=False)   # values already validated (or drawn by a sampler)
+
+    @classmethod
+    def trusted(cls, src, weight, dst_box, src_box, label_row, label_weight, size, resize="nearest") -> "PiecePlan":
+        """A checked plan that fastmix built (a sampler's), made without the frozen dataclass's
+        per-field ``setattr`` (as :meth:`fastmix.plan.Plan.trusted`: every step makes one)."""
+        plan = object.__new__(cls)
+        object.__setattr__(plan, "__dict__", {
+            "src": src, "weight": weight, "dst_box": dst_box, "src_box": src_box, "label_row": label_row,
+            "label_weight": label_weight, "size": size, "resize": resize, "checked": True})
+        return plan
 
     @property
     def batch_size(self) -> int:
@@ -353,79 +361,6 @@ def _every_piece_everywhere(x: torch.Tensor, plan: PiecePlan, lay: Layout, flat_
 
 
 # --------------------------------------------------------------------------------------------
-# the CPU path: the same arithmetic, box by box
-# --------------------------------------------------------------------------------------------
-
-BOX_WALK_ELEMENTS = 1 << 16   # samples this large walk box by box on CPU; smaller ones go batched
-
-
-def apply_pieces_cpu(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
-    """:func:`apply_pieces_reference`'s result, bit for bit, for CPU tensors, by one decision on
-    the sample size: small samples batched (every piece over the whole batch, a few dozen ops
-    whatever the batch size: a small batch is bound by the count of ops), large ones box by box
-    (:func:`apply_pieces_boxes`: only each destination box is computed, which a large sample's
-    memory traffic pays for)."""
-    return _cpu_walk(x, plan, check_for(x, plan))
-
-
-def _cpu_walk(x: torch.Tensor, plan: PiecePlan, lay: Layout) -> torch.Tensor:
-    """:func:`apply_pieces_cpu` for a checked ``plan`` (the one decision: by sample size)."""
-    if lay.sample_numel >= BOX_WALK_ELEMENTS:
-        return apply_pieces_boxes(x, plan, lay)
-    return _every_piece_everywhere(x, plan, lay, flat_gather=True)
-
-
-def apply_pieces_boxes(x: torch.Tensor, plan: PiecePlan, lay: Optional[Layout] = None) -> torch.Tensor:
-    """:func:`apply_pieces_reference`'s result, bit for bit, computed sample by sample and piece by
-    piece over each destination box only (the reference evaluates every piece over every pixel):
-    for CPU tensors, where reading the plan back costs nothing. Each box's sum starts at -0.0 and
-    adds ``weight * value`` in piece order with the reference's own tap arithmetic."""
-    lay = check_for(x, plan) if lay is None else lay
-    cdt = compute_dtype(x.dtype)
-    out = empty_out(x)
-    x4, o4 = view4(x, lay), view4(out, describe(out, spatial=True))
-    o4.copy_(x4)
-    ls = lay.lane_scale
-    src, weight = plan.src.tolist(), plan.weight.tolist()
-    dst_box, src_box = plan.dst_box.tolist(), plan.src_box.tolist()
-    for i in range(lay.batch):
-        live = [j for j in range(plan.pieces) if dst_box[i][j][0] < dst_box[i][j][1] and dst_box[i][j][2] < dst_box[i][j][3]]
-        if not live:
-            continue
-        acc = torch.full((lay.planes, lay.rows, lay.lanes), -0.0, dtype=cdt)
-        covered = torch.zeros((lay.rows, lay.lanes), dtype=torch.bool)
-        for j in live:
-            (dy0, dy1, dx0, dx1), (sy0, sy1, sx0, sx1) = dst_box[i][j], src_box[i][j]
-            covered[dy0:dy1, dx0 * ls:dx1 * ls] = True
-            w = torch.tensor(weight[i][j], dtype=cdt)
-            if weight[i][j] == 0:
-                continue                                          # adds -0.0: nothing changes
-            s = x4[min(max(src[i][j], 0), lay.batch - 1)]
-            d_rows = torch.arange(dy1 - dy0)
-            lanes = torch.arange(dx0 * ls, dx1 * ls)
-            d_cols, chan = lanes // ls - dx0, lanes % ls
-            sizes = [torch.tensor(v) for v in (sy0, sy1 - sy0, dy1 - dy0, sx0, sx1 - sx0, dx1 - dx0)]
-
-            def gather(ry, cx):
-                return s[:, ry[:, None], cx * ls + chan].to(cdt)
-
-            if plan.resize == "nearest":
-                value = gather(_nearest(d_rows, *sizes[:3], lay.rows), _nearest(d_cols, *sizes[3:], lay.width))
-            else:
-                y0, y1, ly0, ly1 = _bilinear(d_rows, *sizes[:3], lay.rows)
-                x0, x1, lx0, lx1 = _bilinear(d_cols, *sizes[3:], lay.width)
-                ly0, ly1 = (t.to(cdt)[:, None] for t in (ly0, ly1))
-                lx0, lx1 = (t.to(cdt)[None, :] for t in (lx0, lx1))
-                top = _term(lx0, gather(y0, x0)) + _term(lx1, gather(y0, x1))
-                bottom = _term(lx0, gather(y1, x0)) + _term(lx1, gather(y1, x1))
-                value = _term(ly0, top) + _term(ly1, bottom)
-            region = acc[:, dy0:dy1, dx0 * ls:dx1 * ls]
-            region.copy_(region + w * value)
-        o4[i] = torch.where(covered, _to_storage(acc, x.dtype), x4[i])
-    return out
-
-
-# --------------------------------------------------------------------------------------------
 # targets and dispatch
 # --------------------------------------------------------------------------------------------
 
@@ -439,6 +374,11 @@ def pieces_targets(labels: torch.Tensor, plan: PiecePlan, num_classes: int, smoo
     smoothing = _checks.number("smoothing", smoothing, low=0.0, high=1.0, high_open=True)
     num_classes = _checks.labels("labels", labels, plan.batch_size, num_classes, plan.device,
                                  _checks.default_validate(validate, labels.device))
+    return targets_known(labels, plan, num_classes, smoothing)
+
+
+def targets_known(labels: torch.Tensor, plan: PiecePlan, num_classes: int, smoothing: float) -> torch.Tensor:
+    """:func:`pieces_targets` for labels and arguments already checked (the transforms' call)."""
     off = smoothing / num_classes
     if labels.dim() == 1:
         # one-hot by scatter (F.one_hot reads the labels' range back to the host: a sync on a GPU);
@@ -458,13 +398,52 @@ def pieces_targets(labels: torch.Tensor, plan: PiecePlan, num_classes: int, smoo
 def apply_pieces(x: torch.Tensor, plan: PiecePlan) -> torch.Tensor:
     """Apply ``plan`` to ``x`` out of place: the Triton pass where :func:`fastmix.ops.backend_for`
     picks Triton (CUDA, or ``FASTMIX_BACKEND=triton`` under the interpreter) and no gradient is
-    wanted and the image sides fit its int32 index arithmetic; :func:`apply_pieces_cpu` for CPU
-    tensors; else (and whenever a gradient is wanted) the reference (vectorised, differentiable)."""
+    wanted and the image sides fit its int32 index arithmetic; :func:`fastmix.pieces_cpu.apply_pieces_cpu`
+    for CPU tensors; else (and whenever a gradient is wanted) the reference (vectorised, differentiable)."""
     lay = check_for(x, plan)                  # once: the walks below take the checked layout
-    name = ops.backend_for(x)
-    if name == "triton" and not ops.grad_wanted(x) and max(plan.size) <= MAX_KERNEL_SIDE:
+    if ops.grad_wanted(x):
+        return _every_piece_everywhere(x, plan, lay, flat_gather=False)
+    return run_checked(x, plan, lay, ops.backend_for(x))
+
+
+def run_checked(x: torch.Tensor, plan: PiecePlan, lay: Layout, backend: str) -> torch.Tensor:
+    """The pass of a checked ``plan`` on ``x`` (described by ``lay``) with ``backend``, no gradient."""
+    if backend == "triton" and max(plan.size) <= MAX_KERNEL_SIDE:
         from .kernels import pieces as kernel
-        return kernel.apply_pieces(x, plan)
-    if name == "cpu" and not ops.grad_wanted(x):
-        return _cpu_walk(x, plan, lay)
+        return kernel.apply_checked(x, plan, lay)
+    if backend == "cpu":
+        from .pieces_cpu import walk
+        return walk(x, plan, lay)
     return _every_piece_everywhere(x, plan, lay, flat_gather=False)
+
+
+def run_fields(x: torch.Tensor, src: torch.Tensor, weight: torch.Tensor, dst_box: torch.Tensor,
+               src_box: torch.Tensor, resize: str) -> torch.Tensor:
+    """``fastmix::apply_pieces``'s implementation: the pieces of a plan fastmix checked (the op
+    checks nothing; every backend clamps or bounds-checks its indices, so no input makes it touch
+    memory outside its tensors)."""
+    if x.numel() == 0:
+        return empty_out(x)
+    lay = describe(x, spatial=True)
+    if lay is None:
+        x = x.contiguous()
+        lay = describe(x, spatial=True)
+    plan = PiecePlan.trusted(src, weight, dst_box, src_box, src, weight, spatial_size(x), resize)
+    return run_checked(x, plan, lay, ops.backend_for(x))
+
+
+def apply_known(x: torch.Tensor, plan: PiecePlan, known) -> torch.Tensor:
+    """The transforms' apply: ``x`` checked once by :func:`fastmix.known.batch` (its facts in
+    ``known``) and a plan fastmix drew for it, so nothing is checked or described again. A batch
+    that requires grad takes the differentiable reference; in plain eager mode the op's
+    implementation is called directly (what the dispatcher would do, minus its layers), else the
+    registered op (``torch.compile`` sees one opaque op with a fake implementation)."""
+    if ops.grad_wanted(x):
+        return apply_pieces_reference(x, plan)
+    if ops._plain_eager(x):
+        if known.boxed is None:
+            if x.numel() == 0:
+                return empty_out(x)
+            raise ValueError("x: its strides have no plane/row/lane description; pass x.contiguous()")
+        return run_checked(x, plan, known.boxed, known.backend)
+    return torch.ops.fastmix.apply_pieces(x, plan.src, plan.weight, plan.dst_box, plan.src_box, plan.resize)

@@ -67,6 +67,90 @@ _SAMPLE_BITS = ("mixup_alpha", "cutmix_alpha", "prob", "switch_prob", "offset", 
                 "log_ratio_lo", "log_ratio_hi")
 
 
+# The family's samplers (kernels/sample_pieces.py, sample_masks.py, saliency.py, patchup.py):
+# compiled with the signatures of a real step's launches, read off under the interpreter in a
+# subprocess (a tensor -> a pointer of its dtype, an int -> i32 or i64 as the JIT types it, a
+# float -> fp32, the constexprs as launched), so they compile as the steps launch them.
+FAMILY_STEPS = {
+    "RICAP": "fastmix.RICAP(num_classes=10, mode='elem', validate=False)",
+    "DirichletMixup": "fastmix.DirichletMixup(num_classes=10, validate=False)",
+    "ResizeMix": "fastmix.ResizeMix(interpolation='bilinear', num_classes=10, validate=False)",
+    "FMix": "fastmix.FMix(num_classes=10, mode='elem', validate=False)",
+    "FMix-soft": "fastmix.FMix(max_soft=0.2, num_classes=10, validate=False)",
+    "SaliencyMix": "fastmix.SaliencyMix(num_classes=10, mode='elem', validate=False)",
+}
+_FAMILY_MODULES = ("fastmix.kernels.sample_pieces", "fastmix.kernels.sample_masks", "fastmix.kernels.saliency",
+                   "fastmix.kernels.patchup")
+_TORCH_TYPES = {"float32": "fp32", "float64": "fp64", "float16": "fp16", "bfloat16": "bf16", "int64": "i64",
+                "int32": "i32", "int16": "i16", "int8": "i8", "uint8": "u8", "bool": "i1"}
+
+
+def _recorded_launches() -> dict:
+    """variant name -> (module, kernel, signature, constexprs, num_warps) of every family-sampler
+    launch a step of each :data:`FAMILY_STEPS` makes (run in a TRITON_INTERPRET=1 subprocess)."""
+    import inspect
+
+    import torch
+    from triton.runtime import interpreter
+
+    import fastmix
+    from fastmix import ops
+
+    found, run = {}, interpreter.InterpretedFunction.run
+
+    def record(self, *args, grid, warmup, **kwargs):
+        fn = self.fn
+        if fn.__module__ in _FAMILY_MODULES:
+            params = inspect.signature(fn).parameters
+            values = dict(zip(self.arg_names, args), **{k: v for k, v in kwargs.items() if k in params})
+            sig, const = {}, {}
+            for name in self.arg_names:
+                value = values.get(name)
+                if "constexpr" in str(params[name].annotation) or value is None:
+                    sig[name], const[name] = "constexpr", value
+                elif isinstance(value, torch.Tensor):
+                    sig[name] = "*" + _TORCH_TYPES[str(value.dtype).split(".")[-1]]
+                elif isinstance(value, bool):
+                    sig[name] = "i1"
+                elif isinstance(value, int):
+                    sig[name] = "i32" if -2**31 <= value < 2**31 else "i64"
+                else:
+                    sig[name] = "fp32"
+            name = f"family_{fn.__name__.strip('_').removesuffix('_kernel')}"
+            found.setdefault(name, (fn.__module__, fn.__name__, sig, const, kwargs.get("num_warps", 4)))
+        return run(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+    interpreter.InterpretedFunction.run = record
+    try:
+        previous = ops.backend()
+        ops.set_backend("triton")
+        for code in FAMILY_STEPS.values():
+            op = eval(code, {"fastmix": fastmix})
+            op(torch.rand(4, 3, 8, 8), torch.arange(4))
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1))
+        fastmix.PatchUp(model, ["0"], num_classes=10, validate=False)(torch.rand(4, 3, 8, 8), torch.arange(4))
+    finally:
+        interpreter.InterpretedFunction.run = run
+        ops.set_backend(previous)
+    return found
+
+
+def family_variants() -> dict:
+    """:func:`_recorded_launches`, run where the kernels are the interpreter's."""
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    code = "import json; from fastmix.kernels import aot; print(json.dumps(aot._recorded_launches()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    return {name: tuple(v) for name, v in json.loads(out.strip().splitlines()[-1]).items()}
+
+
+def _family_source(module: str, kernel: str, sig: dict, const: dict):
+    import importlib
+
+    from triton.compiler import ASTSource
+
+    return ASTSource(fn=getattr(importlib.import_module(module), kernel), signature=sig, constexprs=const)
+
+
 @dataclass
 class Report:
     kernel: str
@@ -203,15 +287,19 @@ def resource_usage(cubin: bytes) -> dict:
     return usage
 
 
-def compile_one(kernel: str, arch: int, dtype: str) -> Report:
-    """Compile one variant for ``sm_{arch}`` and read its resources (runs in a worker process)."""
+def compile_one(kernel: str, arch: int, dtype: str, family: Optional[tuple] = None) -> Report:
+    """Compile one variant for ``sm_{arch}`` and read its resources (runs in a worker process);
+    ``family``: a family sampler's recorded launch (:func:`family_variants`)."""
     os.environ.pop("TRITON_INTERPRET", None)  # the AST must be a real JITFunction
     import triton
     from triton.backends.compiler import GPUTarget
 
     report = Report(kernel, arch, dtype)
     try:
-        if kernel.startswith("targets"):
+        if family is not None:
+            module, fn_name, sig, const, num_warps = family
+            src = _family_source(module, fn_name, sig, const)
+        elif kernel.startswith("targets"):
             src, num_warps = _targets_source(dict(TARGET_VARIANTS)[kernel])
         elif kernel.startswith("sample"):
             _, fn_name, const, num_warps = next(v for v in SAMPLE_VARIANTS if v[0] == kernel)
@@ -248,7 +336,8 @@ def jobs(arches=(80, 90)) -> list[tuple[str, int, str]]:
 
 
 def compile_all(arches=(80, 90), workers: Optional[int] = None) -> list[Report]:
-    work = jobs(arches)
+    work = [(name, arch, dtype, None) for name, arch, dtype in jobs(arches)]
+    work += [(name, arch, "fp64", variant) for name, variant in sorted(family_variants().items()) for arch in arches]
     with ProcessPoolExecutor(max_workers=workers or os.cpu_count()) as pool:
         return list(pool.map(compile_one, *zip(*work)))
 

@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 
 from .blend import MAX_GRID_Y
+from .launch import Bound, dense
 from .values import _to_storage
 from .walk import ceil_div, gated, pow2_at_least, tile
 
@@ -157,31 +158,51 @@ def apply_pieces(x: torch.Tensor, plan, out=None) -> torch.Tensor:
     same signature as ``fastmix.pieces.apply_pieces_reference``. ``out``: a tensor shaped like
     ``x`` to write instead (tests watch its memory), never ``x`` itself."""
     from fastmix.layout import describe
-    from fastmix.pieces import check_for, empty_out
+    from fastmix.pieces import check_for
 
     lay = check_for(x, plan)
+    if out is not None:
+        out_lay = describe(out, spatial=True)
+        if out.shape != x.shape or out.dtype != x.dtype or out.device != x.device or out_lay is None:
+            raise ValueError("out: must be a dense tensor of x's shape, dtype and device")
+        if out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+            raise ValueError("out: shares memory with x (the pass is out of place)")
+    return apply_checked(x, plan, lay, out)
+
+
+def apply_checked(x: torch.Tensor, plan, lay, out=None) -> torch.Tensor:
+    """:func:`apply_pieces` for a checked plan and ``x``'s layout ``lay`` (the dispatch's call):
+    one bound launch, its grid, scalars and constexprs derived once per (layouts, pieces, rule)."""
+    from fastmix.layout import describe
+    from fastmix.pieces import empty_out
+
     if max(lay.rows, lay.width) > MAX_SIDE:
         raise ValueError(f"x: images of {lay.rows}x{lay.width} pixels; the Triton pass takes sides up to {MAX_SIDE}")
     if out is None:
         out = empty_out(x)
-    out_lay = describe(out, spatial=True)
-    if out.shape != x.shape or out.dtype != x.dtype or out.device != x.device or out_lay is None:
-        raise ValueError("out: must be a dense tensor of x's shape, dtype and device")
-    if out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
-        raise ValueError("out: shares memory with x (the pass is out of place)")
     if not (lay.batch and lay.sample_numel and plan.pieces):
         return out.copy_(x)
+    # an output made by empty_out from a dense x has x's strides, hence x's layout
+    out_lay = lay if out.stride() == x.stride() else describe(out, spatial=True)
+    key = (lay, out_lay, plan.pieces, plan.resize)
+    launch = _passes.get(key)
+    if launch is None:
+        if len(_passes) >= 32:
+            _passes.clear()
+        launch = _passes[key] = _bind(lay, out_lay, plan.pieces, plan.resize == "bilinear")
+    launch(x, out, dense(plan.src), dense(plan.weight), dense(plan.dst_box), dense(plan.src_box))
+    return out
+
+
+def _bind(lay, out_lay, pieces: int, bilinear: bool) -> Bound:
     block_r, block_l, num_warps = tile_shape(lay)
     tiles = lay.planes * ceil_div(lay.rows, block_r) * ceil_div(lay.lanes, block_l)
     grid = (tiles, min(lay.batch, MAX_GRID_Y))
-    _pieces_kernel[grid](
-        x, out, plan.src.contiguous(), plan.weight.contiguous(), plan.dst_box.contiguous(),
-        plan.src_box.contiguous(),
-        lay.batch, lay.rows, lay.lanes, lay.width, lay.lane_scale,
-        lay.stride_batch, lay.stride_plane, lay.stride_row,
-        out_lay.stride_batch, out_lay.stride_plane, out_lay.stride_row,
-        grid[1],
-        PIECES=plan.pieces, BILINEAR=plan.resize == "bilinear", BLOCK_R=block_r, BLOCK_L=block_l,
-        num_warps=num_warps,
-    )
-    return out
+    scalars = (lay.batch, lay.rows, lay.lanes, lay.width, lay.lane_scale,
+               lay.stride_batch, lay.stride_plane, lay.stride_row,
+               out_lay.stride_batch, out_lay.stride_plane, out_lay.stride_row, grid[1])
+    return Bound(_pieces_kernel, grid, 6, scalars, dict(PIECES=pieces, BILINEAR=bilinear, BLOCK_R=block_r,
+                                                        BLOCK_L=block_l, num_warps=num_warps))
+
+
+_passes: dict = {}   # (layout, output layout, pieces, resize rule) -> its bound launch

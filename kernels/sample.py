@@ -260,7 +260,7 @@ class _Rows:
     def __call__(self, device: torch.device, reuse: bool) -> draws.PlanRows:
         if not reuse:
             return _empty_rows(self.batch, self.boxes, device)
-        key = (device, _stream_of(device))
+        key = (device, torch._C._cuda_getCurrentRawStream(device.index) if device.type == "cuda" else 0)
         rows = self.kept.get(key)
         if rows is None:
             rows = self.kept[key] = _empty_rows(self.batch, self.boxes, device)
@@ -274,6 +274,30 @@ def _empty_rows(batch: int, boxes: int, device):
                           torch.empty(batch, boxes, 4, dtype=torch.int32, device=device),
                           torch.empty(batch, dtype=torch.float32, device=device),
                           torch.empty(batch, dtype=torch.int8, device=device))
+
+
+def label_output(labels, batch: int, num_classes: int, device):
+    """(label mode, the targets to write or None, the labels' row stride) for a sampler that
+    writes the soft targets in the launch that draws the plan."""
+    if labels is None or num_classes == 0:
+        return NO_LABELS.value, None, 0
+    mode = SOFT_LABELS.value if labels.dim() == 2 else INDEX_LABELS.value
+    return mode, torch.empty(batch, num_classes, dtype=torch.float32, device=device), \
+        labels.stride(0) if labels.dim() == 2 else 1
+
+
+def label_arguments(labels, num_classes: int, smoothing: float):
+    """(label mode, label row stride, on, off, keep) of the targets' formula (``kernels/targets.py``)."""
+    if labels is None or num_classes == 0:
+        return NO_LABELS.value, 0, 1.0, 0.0, 1.0
+    off = smoothing / num_classes
+    mode = SOFT_LABELS.value if labels.dim() == 2 else INDEX_LABELS.value
+    return mode, labels.stride(0) if labels.dim() == 2 else 1, 1.0 - smoothing + off, off, 1.0 - smoothing
+
+
+def block_k(num_classes: int, rows: int) -> int:
+    """Classes a program's targets tile spans: about 4096 elements with ``rows`` rows."""
+    return max(16, min(pow2_at_least(max(num_classes, 1)), 4096 // rows))
 
 
 class MixupSampler:
@@ -318,12 +342,7 @@ class MixupSampler:
                  reuse: bool = False):
         batch = self.batch
         rows = self.rows(u.device, reuse)
-        if labels is None or num_classes == 0:
-            label_mode, targets, label_stride = NO_LABELS.value, None, 0
-        else:
-            label_mode = SOFT_LABELS.value if labels.dim() == 2 else INDEX_LABELS.value
-            targets = torch.empty(batch, num_classes, dtype=torch.float32, device=u.device)
-            label_stride = labels.stride(0) if labels.dim() == 2 else 1
+        label_mode, targets, label_stride = label_output(labels, batch, num_classes, u.device)
         if batch == 0:
             return rows, targets
         key = (prob, offset, label_mode, num_classes, smoothing, label_stride)

@@ -251,3 +251,17 @@ def assert_uniform_ints(values: torch.Tensor, high: int, what: str):
     assert (counts > 0).all(), f"{what}: bins never drawn: {torch.nonzero(counts == 0).flatten().tolist()}"
     limit = chi2_critical(high - 1)
     assert stat < limit, f"{what}: chi2 {stat:.1f} >= {limit:.1f} (counts {counts.tolist()})"
+
+
+def assert_same_fields(fields, what: str) -> None:
+    """Two plans' fields equal, at the fused sampler's tolerance: ``fields`` yields ``(name, want,
+    got)``; float fields within float32 rounding (2**-24), integer fields exactly."""
+    for name, a, b in fields:
+        a, b = torch.as_tensor(a), torch.as_tensor(b).cpu()
+        assert a.shape == b.shape, f"{what}: {name} shapes {tuple(a.shape)} and {tuple(b.shape)}"
+        if a.dtype.is_floating_point:
+            worst = float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
+            assert worst <= 2.0**-24, f"{what}: {name} differs by {worst}"
+        else:
+            bad = (a.long() != b.long()).nonzero()
+            assert not len(bad), f"{what}: {name} differs first at {bad[0].tolist()}: {a[tuple(bad[0])]} vs {b[tuple(bad[0])]}"

@@ -80,18 +80,36 @@ def test_noise_is_low_pass(gen):
 # FMix: the transform
 # --------------------------------------------------------------------------------------------
 
+def _batch_draws(op, x, draws: int) -> list:
+    """``draws`` plans of ``op`` on ``x`` (one generator, so independent draws)."""
+    return [op.plan(x) for _ in range(draws)]
+
+
+@pytest.mark.parametrize("mode", ["batch", "elem"])
 @pytest.mark.parametrize("alpha", [0.5, 2.0])
-def test_fmix_lam_is_beta(alpha):
-    """Label weights are round(lam * N) / N; compared with the Beta CDF at the rounding points."""
-    batch, numel = 3000, 16 * 16
-    plan = FMix(alpha=alpha, pairing="flip", generator=seeded(0)).plan(torch.zeros(batch, 1, 16, 16))
-    counts = torch.round(plan.label_lam.double() * numel)
-    assert torch.equal(counts / numel, plan.label_lam.double()), "label weights off the pixel grid"
+def test_fmix_lam_is_beta(alpha, mode):
+    """Label weights are round(lam * N) / N; compared with the Beta CDF at the rounding points.
+    elem: one lam per sample of one big batch; batch: one lam per batch (every sample's label
+    weight the same), over many batches."""
+    numel = 16 * 16
+    if mode == "elem":
+        batch = 3000
+        lam = FMix(alpha=alpha, pairing="flip", mode="elem", generator=seeded(0)).plan(
+            torch.zeros(batch, 1, 16, 16)).label_lam.double()
+    else:
+        batch = 1500
+        op = FMix(alpha=alpha, pairing="flip", mode="batch", generator=seeded(0))
+        plans = _batch_draws(op, torch.zeros(2, 1, 16, 16), batch)
+        for plan in plans[:50]:
+            assert torch.equal(plan.label_lam, plan.label_lam[:1].expand(2)), "batch mode: one lam per batch"
+        lam = torch.stack([plan.label_lam[0] for plan in plans]).double()
+    counts = torch.round(lam * numel)
+    assert torch.equal(counts / numel, lam), "label weights off the pixel grid"
     support = torch.arange(numel + 1, dtype=torch.float64)
     empirical = (counts[None, :] <= support[:, None]).double().mean(1)
     model = BETA_CDF[alpha](((support + 0.5) / numel).clamp(max=1.0))
     distance = float((empirical - model).abs().max())
-    assert distance < ks_one_sample_critical(batch), f"alpha={alpha}: KS distance {distance:.4f}"
+    assert distance < ks_one_sample_critical(batch), f"alpha={alpha}/{mode}: KS distance {distance:.4f}"
 
 
 @pytest.mark.parametrize("max_soft", [0.0, 0.2], ids=["binary", "soft"])
@@ -181,19 +199,25 @@ def _centred_on(lo, hi, centre, extent):
                for cut in range(1, extent + 1))
 
 
-def test_saliencymix_box_is_centred_on_the_partners_peak(gen):
+@pytest.mark.parametrize("mode", ["batch", "elem"])
+def test_saliencymix_box_is_centred_on_the_partners_peak(gen, mode):
+    """elem: each box on its own partner's peak; batch (the authors' code): one box for the batch,
+    on the peak of row 0's partner."""
     batch = 16
     x, spot_y, spot_x = _spotted(batch, gen)
-    plan = SaliencyMix(generator=seeded(5)).plan(x)
     checked = 0
-    for i in range(batch):
-        j = int(plan.partner[i])
-        y0, y1, x0, x1 = plan.box[i, 0].tolist()
-        if y0 >= y1 or x0 >= x1:
-            continue
-        checked += 1
-        assert _centred_on(y0, y1, int(spot_y[j]), SIZE[0]) and _centred_on(x0, x1, int(spot_x[j]), SIZE[1]), \
-            f"sample {i}: box {(y0, y1, x0, x1)} is not centred on partner {j}'s spot {(int(spot_y[j]), int(spot_x[j]))}"
+    for seed in range(5 if mode == "batch" else 1):
+        plan = SaliencyMix(mode=mode, generator=seeded(5 + seed)).plan(x)
+        for i in range(batch):
+            j = int(plan.partner[i if mode == "elem" else 0])
+            y0, y1, x0, x1 = plan.box[i, 0].tolist()
+            if y0 >= y1 or x0 >= x1:
+                continue
+            checked += 1
+            if mode == "batch":
+                assert plan.box[i, 0].tolist() == plan.box[0, 0].tolist(), f"sample {i}: batch mode drew a second box"
+            assert _centred_on(y0, y1, int(spot_y[j]), SIZE[0]) and _centred_on(x0, x1, int(spot_x[j]), SIZE[1]), \
+                f"sample {i}: box {(y0, y1, x0, x1)} is not centred on partner {j}'s spot {(int(spot_y[j]), int(spot_x[j]))}"
     assert checked >= 4
 
 
@@ -215,22 +239,33 @@ def test_saliencymix_label_weight_is_the_kept_area():
     assert cut >= 2
 
 
+@pytest.mark.parametrize("mode", ["batch", "elem"])
 @pytest.mark.parametrize("beta", [0.5, 2.0])
-def test_saliencymix_box_side_follows_beta(beta):
+def test_saliencymix_box_side_follows_beta(beta, mode):
     """With the peak at the centre of a 32 x 32 image no box is clipped, and its side is
-    floor(32 sqrt(1 - lam)): P(side <= c) = P(lam > 1 - ((c + 1) / 32) ** 2) = 1 - F(...)."""
-    batch, side = 3000, 32
-    x = torch.zeros(batch, 1, side, side)
-    x[:, :, side // 2, side // 2] = 1.0
-    plan = SaliencyMix(beta=beta, pairing="flip", generator=seeded(0)).plan(x)
-    box = plan.box[:, 0].double()
+    floor(32 sqrt(1 - lam)): P(side <= c) = P(lam > 1 - ((c + 1) / 32) ** 2) = 1 - F(...).
+    elem: one box per sample of a big batch; batch: one box per batch, over many batches."""
+    side = 32
+    if mode == "elem":
+        batch = 3000
+        x = torch.zeros(batch, 1, side, side)
+        x[:, :, side // 2, side // 2] = 1.0
+        box = SaliencyMix(beta=beta, pairing="flip", mode="elem", generator=seeded(0)).plan(x).box[:, 0].double()
+    else:
+        batch = 1500
+        x = torch.zeros(2, 1, side, side)
+        x[:, :, side // 2, side // 2] = 1.0
+        plans = _batch_draws(SaliencyMix(beta=beta, pairing="flip", mode="batch", generator=seeded(0)), x, batch)
+        for plan in plans[:50]:
+            assert torch.equal(plan.box[1], plan.box[0]), "batch mode: one box per batch"
+        box = torch.stack([plan.box[0, 0] for plan in plans]).double()
     sides = box[:, 1] - box[:, 0]
     assert torch.equal(sides, box[:, 3] - box[:, 2]), "a square image must give square boxes"
     support = torch.arange(side + 1, dtype=torch.float64)
     empirical = (sides[None, :] <= support[:, None]).double().mean(1)
     model = 1.0 - BETA_CDF[beta]((1.0 - ((support + 1) / side) ** 2).clamp(min=0.0))
     distance = float((empirical - model).abs().max())
-    assert distance < ks_one_sample_critical(batch), f"beta={beta}: KS distance {distance:.4f}"
+    assert distance < ks_one_sample_critical(batch), f"beta={beta}/{mode}: KS distance {distance:.4f}"
 
 
 @pytest.mark.parametrize("cls", [FMix, SaliencyMix])

@@ -10,7 +10,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastmix
 from fastmix import functional as F
+from fastmix import ops
 from fastmix.pieces import check_for
+from helpers import backend
 
 
 class NoReadBack(TorchDispatchMode):
@@ -39,10 +41,19 @@ IMAGE_METHODS = {
     "SaliencyMix": (lambda g: fastmix.SaliencyMix(num_classes=10, generator=g), _check_box_plan),
     "SaliencyMix-roll": (lambda g: fastmix.SaliencyMix(pairing="roll", prob=0.5, num_classes=10, generator=g),
                          _check_box_plan),
-    "RICAP": (lambda g: fastmix.RICAP(num_classes=10, generator=g), check_for),
-    "DirichletMixup": (lambda g: fastmix.DirichletMixup(k=4, num_classes=10, generator=g), check_for),
-    "ResizeMix": (lambda g: fastmix.ResizeMix(mode="bilinear", prob=0.5, num_classes=10, generator=g), check_for),
 }
+# the piece members in both modes (RICAP, DirichletMixup, ResizeMix)
+PIECE_METHODS = {
+    **{f"RICAP-{m}": (lambda g, m=m: fastmix.RICAP(num_classes=10, mode=m, generator=g, validate=False), check_for)
+       for m in ("batch", "elem")},
+    **{f"DirichletMixup-{m}": (lambda g, m=m: fastmix.DirichletMixup(k=4, num_classes=10, mode=m, generator=g,
+                                                                     validate=False), check_for)
+       for m in ("batch", "elem")},
+    **{f"ResizeMix-{m}": (lambda g, m=m: fastmix.ResizeMix(interpolation="bilinear", prob=0.5, num_classes=10, mode=m,
+                                                           generator=g, validate=False), check_for)
+       for m in ("batch", "elem")},
+}
+IMAGE_METHODS.update(PIECE_METHODS)
 
 
 @pytest.mark.parametrize("name", sorted(IMAGE_METHODS))
@@ -53,6 +64,24 @@ def test_image_plans_are_drawn_and_checked_without_reading_back(name):
     with NoReadBack():
         plan = op.plan(x)
         check(x, plan)
+
+
+@pytest.mark.parametrize("sampler", ["reference", "triton"])
+@pytest.mark.parametrize("name", sorted(PIECE_METHODS))
+def test_piece_steps_read_nothing_back_on_the_device_paths(name, sampler):
+    """A whole piece step (draw, pass, targets) on the CUDA path's code (the fused sampler and the
+    Triton pass, under the interpreter without a GPU) and on the torch specification's (any other
+    device): no value read back. (CPU tensors read their batch-mode draw on the host: that is
+    the host's own memory there.)"""
+    if sampler == "triton" and not ops.triton_available():
+        pytest.skip("triton is not installed")
+    x, y = torch.rand(6, 3, 16, 20), torch.arange(6)
+    op = PIECE_METHODS[name][0](torch.Generator().manual_seed(0))
+    with backend(sampler):
+        op(x, y)                                  # first call: what a signature needs, made once
+        with NoReadBack():
+            out, soft = op(x, y)
+    assert out.shape == x.shape and soft.shape == (6, 10)
 
 
 @pytest.mark.parametrize("cls, kwargs", [(fastmix.ManifoldMixup, {}), (fastmix.PatchUp, {"mode": "hard"}),

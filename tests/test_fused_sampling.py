@@ -16,6 +16,8 @@ import triton.language as tl  # noqa: E402
 
 from fastmix.kernels import sample  # noqa: E402
 from fastmix.kernels.draws import cos_2pi  # noqa: E402
+from helpers import assert_same_fields  # noqa: E402
+
 SIZE = (13, 17)
 BATCHES = (0, 1, 7, 8)
 
@@ -30,15 +32,7 @@ OPTIONS = [dict(mixup_alpha=m, cutmix_alpha=c, cutmix_minmax=mm, mode=mode, prob
 
 
 def _assert_same_rows(want, got, what):
-    for name, a, b in zip(draws.PlanRows._fields, want, got):
-        a, b = torch.as_tensor(a), torch.as_tensor(b).cpu()
-        assert a.shape == b.shape, f"{what}: {name} shapes {tuple(a.shape)} and {tuple(b.shape)}"
-        if a.dtype.is_floating_point:
-            worst = float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
-            assert worst <= 2.0**-24, f"{what}: {name} differs by {worst}"
-        else:
-            bad = (a.long() != b.long()).nonzero()
-            assert not len(bad), f"{what}: {name} differs first at row {bad[0].tolist()}: {a[tuple(bad[0])]} vs {b[tuple(bad[0])]}"
+    assert_same_fields(zip(draws.PlanRows._fields, want, got), what)
 
 
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(f"{v}" for v in o.values()))

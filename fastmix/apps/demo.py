@@ -64,11 +64,11 @@ METHODS: list[DemoMethod] = [
                                                                          generator=g), k), keeps_labels=True),
     DemoMethod("v2.MixUp", lambda k, g: v2.MixUp(alpha=1.0, num_classes=k, generator=g)),
     DemoMethod("v2.CutMix", lambda k, g: v2.CutMix(alpha=1.0, num_classes=k, generator=g)),
-    DemoMethod("RICAP", lambda k, g: RICAP(beta=0.3, label_smoothing=0.0, num_classes=k, generator=g)),
-    DemoMethod("k-way Mixup", lambda k, g: DirichletMixup(alpha=1.0, k=3, label_smoothing=0.0, num_classes=k, generator=g)),
-    DemoMethod("ResizeMix", lambda k, g: ResizeMix(scope=(0.1, 0.8), mode="bilinear", label_smoothing=0.0, num_classes=k, generator=g)),
-    DemoMethod("FMix", lambda k, g: FMix(alpha=1.0, decay_power=3.0, pairing="flip", label_smoothing=0.0, num_classes=k, generator=g)),
-    DemoMethod("SaliencyMix", lambda k, g: SaliencyMix(beta=1.0, pairing="flip", label_smoothing=0.0, num_classes=k, generator=g)),
+    DemoMethod("RICAP", lambda k, g: RICAP(beta=0.3, mode="elem", label_smoothing=0.0, num_classes=k, generator=g)),
+    DemoMethod("k-way Mixup", lambda k, g: DirichletMixup(alpha=1.0, k=3, mode="elem", label_smoothing=0.0, num_classes=k, generator=g)),
+    DemoMethod("ResizeMix", lambda k, g: ResizeMix(scope=(0.1, 0.8), interpolation="bilinear", mode="elem", label_smoothing=0.0, num_classes=k, generator=g)),
+    DemoMethod("FMix", lambda k, g: FMix(alpha=1.0, decay_power=3.0, pairing="flip", mode="elem", label_smoothing=0.0, num_classes=k, generator=g)),
+    DemoMethod("SaliencyMix", lambda k, g: SaliencyMix(beta=1.0, pairing="flip", mode="elem", label_smoothing=0.0, num_classes=k, generator=g)),
 ]
 
 

@@ -36,6 +36,8 @@ CANDIDATES = {
     "fastmix_v2_cutmix": "fastmix.v2.CutMix(num_classes=10, validate=False)",
     "fastmix_cutout": "fastmix.Cutout(n_holes=1, length=8)",
     "fastmix_erasing": "fastmix.RandomErasing(p=0.5)",
+    **{f"fastmix_{name.lower()}_{mode}": f"fastmix.{name}(mode={mode!r}, num_classes=10, validate=False)"
+       for name in ("RICAP", "DirichletMixup", "ResizeMix", "FMix", "SaliencyMix") for mode in ("batch", "elem")},
 }
 _TAKES_LABELS = {name: not name.startswith(("fastmix_cutout", "fastmix_erasing")) for name in CANDIDATES}
 
