@@ -26,7 +26,7 @@ import time
 
 SHAPE, CLASSES = (8, 3, 32, 32), 10
 
-# candidate -> the code (run in the subprocess) that builds it; x, y, fastmix are in scope
+# candidate -> the code (run in the subprocess) that builds it; fastmix and torch are in scope
 _MIX = {"mixup": "mixup_alpha=1.0", "cutmix": "mixup_alpha=0.0, cutmix_alpha=1.0",
         "switch": "mixup_alpha=0.8, cutmix_alpha=1.0"}
 CANDIDATES = {
@@ -38,6 +38,11 @@ CANDIDATES = {
     "fastmix_erasing": "fastmix.RandomErasing(p=0.5)",
     **{f"fastmix_{name.lower()}_{mode}": f"fastmix.{name}(mode={mode!r}, num_classes=10, validate=False)"
        for name in ("RICAP", "DirichletMixup", "ResizeMix", "FMix", "SaliencyMix") for mode in ("batch", "elem")},
+    # the hooks' own host cost: a model that does nothing (one Identity layer, hooked and mixed)
+    "fastmix_manifoldmixup": "fastmix.ManifoldMixup(torch.nn.Sequential(torch.nn.Identity()), ['0'], num_classes=10, "
+                             "validate=False)",
+    "fastmix_patchup": "fastmix.PatchUp(torch.nn.Sequential(torch.nn.Identity()), ['0'], num_classes=10, "
+                       "validate=False)",
 }
 _TAKES_LABELS = {name: not name.startswith(("fastmix_cutout", "fastmix_erasing")) for name in CANDIDATES}
 
@@ -72,7 +77,7 @@ def measure(repeat: int = 2000) -> dict:
     x, y = torch.rand(SHAPE), torch.randint(0, CLASSES, (SHAPE[0],))
     fns = {}
     for name, code in CANDIDATES.items():
-        transform = eval(code, {"fastmix": fastmix})
+        transform = eval(code, {"fastmix": fastmix, "torch": torch})
         fns[name] = (lambda t=transform: t(x, y)) if _TAKES_LABELS[name] else (lambda t=transform: t(x))
     for fn in fns.values():    # first calls: kernels specialised, signatures learnt
         fn()
