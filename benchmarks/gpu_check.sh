@@ -20,6 +20,9 @@ timeout "${GPU_TEST_TIMEOUT:-120}" python3 -P -m pytest tests/test_gpu.py tests/
 # never run on a GPU before: the segment hand-offs of long cycles, the fused samplers, the mask fills
 timeout "${NEW_TEST_TIMEOUT:-200}" python3 -P -m pytest tests/test_segments.py tests/test_fused_sampling.py \
     tests/test_masks.py tests/test_nonfinite.py tests/test_launch.py -q -p no:cacheprovider 2>&1 | tee "$OUT/test_new.log"
+# the family's kernels on CUDA (the piece pass, FMix's and SaliencyMix's blends on the device)
+timeout "${FAMILY_TEST_TIMEOUT:-120}" python3 -P -m pytest tests/test_pieces_kernel.py tests/test_family_masks.py \
+    -q -p no:cacheprovider -k "kernel" 2>&1 | tee "$OUT/test_family.log"
 timeout "${FAMILY_TIMEOUT:-60}" python3 -P benchmarks/family.py --device cuda --shape 256x3x224x224 --repeat 20 \
     2>&1 | tee "$OUT/family.log"
 timeout "${KERNEL_TEST_TIMEOUT:-200}" python3 -P -m pytest tests/test_kernels.py -q -p no:cacheprovider \
