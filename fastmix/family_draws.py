@@ -40,7 +40,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from . import draws
-from .host_draws import _beta as _host_beta
+from .host_draws import beta as _host_beta
 from .partners import FLIP, PERM, Cycles, _closed_form, closed_form_partner
 from .plan import Plan, drawn
 

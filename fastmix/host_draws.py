@@ -79,11 +79,15 @@ def _log_gamma(u: Sequence[float], start: int, alpha: float) -> float:
     return log(d) + log(chosen) + log(1.0 - u[start + 2 * GAMMA_TRIES]) / alpha
 
 
-def _beta(u: Sequence[float], alpha: float) -> float:
-    """``draws.beta``: sigmoid(log G_a - log G_b). ``math.exp`` raises where numpy's overflows to
-    inf (a tiny alpha); λ is then below 1e-304, which the grid rounds to 0 either way."""
-    diff = _log_gamma(u, MIX_GAMMA_B, alpha) - _log_gamma(u, MIX_GAMMA_A, alpha)
-    return 0.0 if diff > 700.0 else 1.0 / (1.0 + math.exp(diff))
+def beta(u: Sequence[float], alpha: float, start_a: int = MIX_GAMMA_A, start_b: int = MIX_GAMMA_B) -> float:
+    """``draws.beta``: sigmoid(log G_a - log G_b) of the Gammas at ``u[start_a:]`` and
+    ``u[start_b:]`` (by default a Mixup unit's). Where ``math.exp`` overflows (numpy's gives inf:
+    a tiny alpha) the spec's ``1 / (1 + inf)`` is 0."""
+    diff = _log_gamma(u, start_b, alpha) - _log_gamma(u, start_a, alpha)
+    try:
+        return 1.0 / (1.0 + math.exp(diff))
+    except OverflowError:
+        return 0.0
 
 
 def _cut_box(spec, lam: float, u: Sequence[float], height: int, width: int) -> tuple:
@@ -126,7 +130,7 @@ def mixup_batch_draw(spec, u: Sequence[float], size: Optional[tuple], prob: floa
         alpha = spec.cutmix_alpha if cutmix_on else 1.0
     else:
         alpha = spec.mixup_alpha if mixup_on else 1.0
-    lam = _beta(u, alpha) if u[MIX_PROB] < prob else 1.0
+    lam = beta(u, alpha) if u[MIX_PROB] < prob else 1.0
     lam = math.floor(min(max(lam, 0.0), 1.0) * _GRID + 0.5) / _GRID      # draws.on_grid
     if lam >= 1.0:
         return BatchDraw(NONE, 1.0, 1.0, _EMPTY)

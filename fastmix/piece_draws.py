@@ -36,7 +36,7 @@ from typing import Sequence
 import torch
 
 from . import _checks, draws
-from .host_draws import _log_gamma
+from .host_draws import _log_gamma, beta as host_beta
 from .pieces import RESIZE_MODES, PiecePlan, label_pieces
 from .sampling import _Spec
 
@@ -119,13 +119,8 @@ def _finish(src, weight, dst_box, src_box, size, selected, resize, covered) -> P
 # --------------------------------------------------------------------------------------------
 
 def _beta_host(u, start: int, alpha: float) -> float:
-    """``draws.beta`` of the Gammas at ``u[start:]`` and ``u[start + G:]`` on floats (an exp that
-    overflows is the spec's 1 / (1 + inf) = 0)."""
-    diff = _log_gamma(u, start + G, alpha) - _log_gamma(u, start, alpha)
-    try:
-        return 1.0 / (1.0 + math.exp(diff))
-    except OverflowError:
-        return 0.0
+    """``draws.beta`` of the Gammas at ``u[start:]`` and ``u[start + G:]`` on floats."""
+    return host_beta(u, alpha, start, start + G)
 
 
 def _int_host(u: float, high: int) -> int:
