@@ -41,7 +41,7 @@ import torch
 
 from . import draws
 from .host_draws import beta as _host_beta
-from .partners import FLIP, PERM, Cycles, _closed_form, closed_form_partner
+from .partners import PARTNERS, PERM, Cycles, _closed_form, closed_form_partner
 from .plan import Plan, drawn
 
 G = draws.GAMMA_UNIFORMS
@@ -94,10 +94,9 @@ def rotation(u: torch.Tensor, mode: str, batch: int, offset: float) -> torch.Ten
 def partners(pairing: str, batch: int, shift, device) -> torch.Tensor:
     """``(B,)`` int64 partners: ``(i + s) mod B`` for ``"perm"`` (``shift`` a 0-d tensor or an int),
     timm's flip ``B-1-i`` or torchvision's roll ``i-1``."""
-    rows = torch.arange(batch, device=device)
     if pairing == PERM:
-        return (rows + shift) % max(batch, 1)
-    return batch - 1 - rows if pairing == FLIP else (rows + batch - 1) % max(batch, 1)
+        return (torch.arange(batch, device=device) + shift) % max(batch, 1)
+    return PARTNERS[pairing](batch, device)
 
 
 def partner_of_first(pairing: str, batch: int, shift: int) -> int:

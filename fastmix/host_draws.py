@@ -29,6 +29,7 @@ import torch
 from .draws import (COS_COEFFS_F64, GAMMA_TRIES, MIX_BOX, MIX_GAMMA_A, MIX_GAMMA_B, MIX_PROB,
                     MIX_SWITCH, MIX_UNIFORMS, TWO_THIRDS, PlanRows)
 from .layout import FULL
+from .partners import PARTNERS
 from .plan import CUTMIX, MIXUP, NONE
 
 _TWO_PI = 2.0 * math.pi               # the spec's ``2.0 * math.pi * r``, evaluated left to right
@@ -161,12 +162,7 @@ def batch_rows(draw: BatchDraw, batch: int, pairing: str) -> PlanRows:
     """``draws.PlanRows`` (CPU tensors, the spec's dtypes and shapes) of ``draw`` broadcast to
     ``batch`` rows, with the alone row (:func:`alone_row`) left alone: one fill per field, and the
     alone row patched only when the draw mixes or relabels it."""
-    if pairing == "flip":
-        partner = torch.arange(batch - 1, -1, -1)
-    else:
-        partner = torch.arange(-1, batch - 1)
-        if batch:
-            partner[0] = batch - 1
+    partner = PARTNERS[pairing](batch)
     lam_self = torch.full((batch,), draw.lam_self, dtype=torch.float32)
     lam_partner = torch.full((batch,), 1.0 - draw.lam_self, dtype=torch.float32)
     label = torch.full((batch,), draw.label_lam, dtype=torch.float32)
@@ -190,7 +186,7 @@ def _partner(batch: int, pairing: str) -> torch.Tensor:
     (a plan's pairing is derived from the tensor's identity and version: a write makes it a new one)."""
     kept = _partners.get((batch, pairing))
     if kept is None or kept[0]._version != kept[1]:
-        partner = torch.arange(batch - 1, -1, -1) if pairing == "flip" else (torch.arange(batch) - 1) % max(batch, 1)
+        partner = PARTNERS[pairing](batch)
         kept = _partners[(batch, pairing)] = (partner, partner._version)
     return kept[0]
 
