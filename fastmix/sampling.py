@@ -25,7 +25,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from . import _checks, draws, host_draws, ops
-from .partners import FLIP, ROLL, SELF, _closed_form
+from .partners import FLIP, ROLL, SELF, _closed_form, _ClosedForm
 from .plan import Plan
 
 Generator = Optional[torch.Generator]
@@ -288,7 +288,7 @@ class _MixupDraw:
         if torch.compiler.is_compiling():      # torch ops only: the compiler fuses them
             u = uniforms(self.count, self.device, generator)
             rows = draws.mixup_rows(spec, u, self.batch, self.size, prob, 0.0, draws.TORCH)
-            return _plan_from_rows(rows, spec.pairing, self.size), None
+            return Plan.trusted(*rows, size=self.size, closed=_closed_form(spec.pairing, rows.partner)), None
         # eager: the same draw with each helper's eager branch written out (a step's host work is
         # its Python calls: fastmix bench --host, tests/test_host_budget.py)
         u = torch.rand(self.count, device=self.device,
@@ -305,7 +305,10 @@ class _MixupDraw:
             rows = draws.mixup_rows(spec, u.numpy(), self.batch, self.size, prob, offset, draws.NUMPY)
         else:
             rows = draws.mixup_rows(spec, u, self.batch, self.size, prob, offset, draws.TORCH)
-        return _plan_from_rows(rows, spec.pairing, self.size), targets
+        if not isinstance(rows.partner, torch.Tensor):
+            rows = draws.PlanRows(*(torch.from_numpy(v) for v in rows))
+        closed = tuple.__new__(_ClosedForm, (spec.pairing, rows.partner, rows.partner._version))
+        return Plan.trusted(*rows, size=self.size, closed=closed), targets
 
 
 def fill_value(name: str, value) -> Union[float, tuple[float, ...]]:
