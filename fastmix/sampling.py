@@ -307,6 +307,7 @@ class _MixupDraw:
             rows = draws.mixup_rows(spec, u, self.batch, self.size, prob, offset, draws.TORCH)
         if not isinstance(rows.partner, torch.Tensor):
             rows = draws.PlanRows(*(torch.from_numpy(v) for v in rows))
+        # _plan_from_rows written out (its two calls are a tenth of a step's host work)
         closed = tuple.__new__(_ClosedForm, (spec.pairing, rows.partner, rows.partner._version))
         return Plan.trusted(*rows, size=self.size, closed=closed), targets
 
