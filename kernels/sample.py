@@ -25,6 +25,7 @@ from fastmix.layout import FULL
 
 from .draws import BOX_MINMAX, BOX_TIMM, BOX_TORCHVISION, bits, cut_side, f64, log_gamma, minmax_side, uniform
 from .launch import Bound
+from .targets import smoothing_terms
 from .walk import ceil_div, pow2_at_least
 
 MIX_UNIFORMS = tl.constexpr(draws.MIX_UNIFORMS)
@@ -290,9 +291,8 @@ def label_arguments(labels, num_classes: int, smoothing: float):
     """(label mode, label row stride, on, off, keep) of the targets' formula (``kernels/targets.py``)."""
     if labels is None or num_classes == 0:
         return NO_LABELS.value, 0, 1.0, 0.0, 1.0
-    off = smoothing / num_classes
     mode = SOFT_LABELS.value if labels.dim() == 2 else INDEX_LABELS.value
-    return mode, labels.stride(0) if labels.dim() == 2 else 1, 1.0 - smoothing + off, off, 1.0 - smoothing
+    return (mode, labels.stride(0) if labels.dim() == 2 else 1) + smoothing_terms(smoothing, num_classes)
 
 
 def block_k(num_classes: int, rows: int) -> int:
@@ -329,10 +329,9 @@ class MixupSampler:
             # rows x classes tiles would spill the float64 plan arithmetic
             block_b, block_k = 1, min(1024, pow2_at_least(num_classes))
             grid = (batch, ceil_div(num_classes, block_k))
-        off = smoothing / num_classes if num_classes else 0.0
         scalars = (batch, self.height, self.width, bits(spec.mixup_alpha if spec.mixup_alpha > 0 else 1.0),
                    bits(spec.cutmix_alpha if spec.cutmix_on else 1.0), bits(prob), bits(spec.switch_prob),
-                   bits(offset), *self.bounds, num_classes, label_stride, 1.0 - smoothing + off, off, 1.0 - smoothing)
+                   bits(offset), *self.bounds, num_classes, label_stride, *smoothing_terms(smoothing, num_classes))
         meta = dict(MODE=MODES[spec.mode], ROLL=spec.pairing == "roll", MIXUP_ON=spec.mixup_alpha > 0,
                     CUTMIX_ON=spec.cutmix_on, BOX=self.box, CORRECT=spec.correct_lam or spec.cutmix_minmax is not None,
                     LABELS=label_mode, BLOCK_B=block_b, BLOCK_K=block_k, num_warps=4)

@@ -25,6 +25,7 @@ from fastmix.piece_draws import RESIZE_PROB, RESIZE_TAU, RESIZE_X, RESIZE_Y, RIC
 
 from .draws import bits, f64, log_gamma, uniform
 from .launch import Bound
+from .targets import smoothing_terms
 from .sample import INDEX_LABELS, NO_LABELS, _stream_of, label_output
 from .walk import ceil_div, pow2_at_least
 
@@ -252,10 +253,9 @@ class PieceSampler:
         else:
             block_b, block_k = 1, max(1, min(1024, pow2_at_least(num_classes), TARGET_TILE // sp))
             grid = (batch, ceil_div(num_classes, block_k))
-        off = smoothing / num_classes if num_classes else 0.0
         height, width = self.size
         scalars = (batch, height, width, self.tail, self.table.shape[0], *self.params, bits(spec.prob), bits(offset),
-                   num_classes, label_stride, 1.0 - smoothing + off, off, 1.0 - smoothing)
+                   num_classes, label_stride, *smoothing_terms(smoothing, num_classes))
         meta = dict(METHOD=self.method, BATCH_MODE=spec.mode == "batch", UNIT=spec.unit, PIECES=self.pieces, SP=sp,
                     LABELS=label_mode, BLOCK_B=block_b, BLOCK_K=block_k, num_warps=4)
         return Bound(_pieces_plan_kernel, grid, 10, scalars, meta)

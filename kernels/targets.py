@@ -55,16 +55,22 @@ def mix_targets(labels: torch.Tensor, partner: torch.Tensor, label_lam: torch.Te
     key = (batch, num_classes, smoothing, soft, labels.stride(0) if soft else 1)
     launch = _bound.get(key)
     if launch is None:
-        off = smoothing / num_classes
         block_k = min(1024, pow2_at_least(num_classes))
         grid = (batch, ceil_div(num_classes, block_k))
         if len(_bound) >= 32:
             _bound.clear()
-        launch = _bound[key] = Bound(_targets_kernel, grid, 4, (num_classes, key[4], 1.0 - smoothing + off, off,
-                                                                1.0 - smoothing),
+        launch = _bound[key] = Bound(_targets_kernel, grid, 4, (num_classes, key[4],
+                                                                *smoothing_terms(smoothing, num_classes)),
                                      dict(SOFT=soft, BLOCK_K=block_k, num_warps=4 if block_k >= 512 else 1))
     launch(labels, dense(partner), dense(label_lam), out)
     return out
+
+
+def smoothing_terms(smoothing: float, num_classes: int) -> tuple[float, float, float]:
+    """``(on, off, keep)`` of the targets' formula for ``smoothing`` over ``num_classes`` (timm's:
+    the smoothed one-hot row is ``off`` everywhere and ``on = 1 - smoothing + off`` at the class)."""
+    off = smoothing / num_classes if num_classes else 0.0
+    return 1.0 - smoothing + off, off, 1.0 - smoothing
 
 
 _bound: dict = {}   # (batch, classes, smoothing, soft, label stride) -> its launch, made once

@@ -17,6 +17,7 @@ every call) the core steps made 242-379 profile events on the CUDA path, calls i
 On the CPU path per-sample modes still run the numpy spec sampler (about 130 of their ~206
 calls). The family members take the same path in both modes on CUDA (one fused draw).
 """
+import gc
 import sys
 
 import pytest
@@ -72,11 +73,13 @@ def count_calls(fn) -> tuple[int, int]:
         if event in counts:
             counts[event] += 1
 
+    gc.disable()           # a collection's finalizers would count as the step's calls
     sys.setprofile(profile)
     try:
         fn()
     finally:
         sys.setprofile(None)
+        gc.enable()
     return counts["call"], counts["c_call"]
 
 
@@ -113,14 +116,16 @@ def test_a_cpu_path_step_stays_within_its_budget(name):
 
 
 def test_the_count_sees_added_work():
-    """The counter is live: a step that also calls a small Python helper counts more."""
+    """The counter is live: a step that also calls a small Python helper counts more. Each count
+    is the fewest of three (a per-signature cache that another test filled and cleared makes one
+    call derive its facts again)."""
     step = _step("Mixup-mixup-batch")
     step()
     step()
-    base, _ = count_calls(step)
+    base = min(count_calls(step)[0] for _ in range(3))
 
     def helper():
         return None
 
-    more, _ = count_calls(lambda: (step(), helper(), helper()))
+    more = min(count_calls(lambda: (step(), helper(), helper()))[0] for _ in range(3))
     assert more >= base + 3, (base, more)   # the lambda and the two helpers
